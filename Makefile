@@ -1,0 +1,39 @@
+# Two commands set everything up from a fresh clone (Python 3.11, offline registries):
+#   make book   -> .venv, install, execute every notebook, build _build/html
+#   make test   -> .venv, install, pytest (unit, property, Triton interpreter, nbval over book/)
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NAME ?= boustany
+
+.PHONY: install book test sweep bench serve clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests mtlib --doctest-modules
+	$(BIN)/python -m pytest --nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+sweep: $(STAMP)
+	$(BIN)/python -m mtlib.sweep $(NAME)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/maxpool.py
+
+serve:
+	$(BIN)/python -m http.server --directory _build/html 8000
+
+clean:
+	rm -rf _build

@@ -1,0 +1,219 @@
+"""Max over the last dimension with an explicit tie rule, and the tangent check of Sec 4.2.
+
+On the tie set of ``max`` (two or more entries equal to the maximum) the function is not
+differentiable, and an autodiff system has to *choose* a derivative there. The paper
+(Despres 2024, Sec 4.2-4.3) shows that every sensible choice is an *associated gradient*
+(Def 1, eq 7) of one piecewise representation of ``max``:
+
+* ``max_first``: weight 1 on the first maximal entry, the representation (17)-(18) of the
+  paper's ``max1`` script (Table 1);
+* ``max_last``: weight 1 on the last maximal entry, the mirror image;
+* ``max_uniform``: weight ``1/N`` on each of the ``N`` maximal entries, the symmetrised
+  representation (19)-(20) that ``torch.max(x)`` uses, giving eq 21 at ``x = 0``.
+
+All three agree with the true gradient off the tie set (a set of measure zero), as Cor 1
+predicts, and all three satisfy the tangent condition (eq 15) on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mtlib._validate import check_nonempty_last_dim, check_tensor, check_ties
+
+
+def tie_set(x: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the entries of ``x`` equal to the max of its last dimension.
+
+    ``tie_set(x)[..., i]`` is true iff ``x[..., i] = max_j x[..., j]``: the set of indices that
+    the pieces (19) of the paper are built on. A NaN row is its own tie set (NaN entries).
+
+    Examples:
+        >>> tie_set(torch.tensor([1.0, 3.0, 3.0])).tolist()
+        [False, True, True]
+    """
+    check_tensor("tie_set", "x", x)
+    check_nonempty_last_dim("tie_set", "x", x)
+    m = x.amax(dim=-1, keepdim=True)
+    return (x == m) | (x.isnan() & m.isnan())
+
+
+def max_weights(x: torch.Tensor, ties: str) -> torch.Tensor:
+    """Weights of the associated gradient of ``max`` at ``x`` under a tie rule.
+
+    Returns a tensor ``w`` of ``x``'s shape with ``w[..., i] = d max / d x_i``: a one-hot vector
+    on the first (``"first"``) or last (``"last"``) maximal index, or ``1/N`` on each of the
+    ``N`` maximal indices (``"uniform"``, eq 20).
+
+    Examples:
+        >>> max_weights(torch.zeros(4), "uniform").tolist()
+        [0.25, 0.25, 0.25, 0.25]
+        >>> max_weights(torch.zeros(4), "first").tolist()
+        [1.0, 0.0, 0.0, 0.0]
+    """
+    check_ties("max_weights", ties)
+    mask = tie_set(x)
+    if ties == "uniform":
+        w = mask.to(x.dtype)
+        return w / mask.sum(dim=-1, keepdim=True).to(x.dtype)
+    if ties == "last":
+        mask = mask.flip(-1)
+    first = mask & (mask.cumsum(dim=-1) == 1)
+    w = first.to(x.dtype)
+    return w.flip(-1) if ties == "last" else w
+
+
+def _make_max(ties: str, doc: str):
+    class _Max(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x):
+            return x.amax(dim=-1)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            (x,) = inputs
+            ctx.save_for_backward(x)
+            ctx.save_for_forward(x)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            (x,) = ctx.saved_tensors
+            return grad_out.unsqueeze(-1) * max_weights(x, ties)
+
+        @staticmethod
+        def jvp(ctx, x_t):
+            (x,) = ctx.saved_tensors
+            return (max_weights(x, ties) * x_t).sum(dim=-1)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        check_tensor(f"max_{ties}", "x", x)
+        check_nonempty_last_dim(f"max_{ties}", "x", x)
+        return _Max.apply(x)
+
+    fn.__name__ = fn.__qualname__ = f"max_{ties}"
+    fn.__doc__ = doc
+    return fn
+
+
+max_first = _make_max(
+    "first",
+    """Max over the last dimension; on ties the gradient goes to the first maximal entry.
+
+    This is the associated gradient (18) of the representation (17) of the paper's ``max1``
+    (Table 1): pieces ``P^alpha = {x_alpha >= x_j for j > alpha, x_alpha > x_j for j < alpha}``
+    with ``f^alpha(x) = x_alpha``. Works with ``torch.func`` (grad, jacrev, jvp, vmap).
+
+    Examples:
+        >>> x = torch.zeros(4, requires_grad=True)
+        >>> max_first(x).backward()
+        >>> x.grad.tolist()
+        [1.0, 0.0, 0.0, 0.0]
+    """,
+)
+
+max_last = _make_max(
+    "last",
+    """Max over the last dimension; on ties the gradient goes to the last maximal entry.
+
+    The mirror image of :func:`max_first`: the representation (17) with the order of the
+    indices reversed. It is a valid associated gradient (Def 1) as much as the first rule.
+
+    Examples:
+        >>> x = torch.zeros(4, requires_grad=True)
+        >>> max_last(x).backward()
+        >>> x.grad.tolist()
+        [0.0, 0.0, 0.0, 1.0]
+    """,
+)
+
+max_uniform = _make_max(
+    "uniform",
+    """Max over the last dimension; on ties the gradient is split equally (eq 20).
+
+    The symmetrised representation (19) gives the associated gradient
+    ``d max / d x_i = y_i / N`` where ``y_i = 1`` if ``x_i`` is maximal and ``N`` counts the
+    maximal entries (eq 20). At ``x = 0`` in R^4 this is ``(1, 1, 1, 1)/4`` (eq 21), what
+    ``torch.max(x)`` returns.
+
+    Examples:
+        >>> x = torch.tensor([2.0, 5.0, 5.0], requires_grad=True)
+        >>> max_uniform(x).backward()
+        >>> x.grad.tolist()
+        [0.0, 0.5, 0.5]
+    """,
+)
+
+
+@dataclass(frozen=True)
+class TangentReport:
+    """Outcome of :func:`check_tangent`: truthy when valid, ``reason`` says why not."""
+
+    ok: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def check_tangent(
+    x: torch.Tensor, g: torch.Tensor, *, atol: float = 1e-12, convex: bool = False
+) -> TangentReport:
+    """Is ``g`` a valid associated gradient of ``max`` at ``x`` (Sec 4.2, eq 15, Remark 1)?
+
+    With ``T`` the tie set of ``x`` (its maximal entries), the representations of ``max`` are
+    exactly those whose gradient at ``x`` satisfies
+
+    .. math::
+
+        g_i = 0 \\ (i \\notin T), \\qquad \\sum_{i \\in T} g_i = 1 .
+
+    The second condition is the tangent condition (15): along the diagonal ``{x_i, i in T}``
+    ``max`` moves like each ``x_i``; the normal component is free (Remark 1), so ``(1.5, -0.5)``
+    is valid at a tie of two. With ``convex=True`` also require ``g_i >= 0`` on ``T``, i.e. ``g``
+    is a convex combination of the one-hot gradients (Clarke's generalized gradient).
+
+    Args:
+        x: point, shape ``(..., n)``; every row is checked.
+        g: candidate gradient, same shape.
+        atol: absolute tolerance on both conditions.
+        convex: also require non-negative weights.
+
+    Returns:
+        A :class:`TangentReport`, truthy when valid; its ``reason`` names the first failure.
+
+    Examples:
+        >>> bool(check_tangent(torch.zeros(2), torch.tensor([1.5, -0.5])))
+        True
+        >>> check_tangent(torch.zeros(2), torch.tensor([1.5, -0.5]), convex=True).reason
+        'negative weight -0.5 on the tie set at row 0 (convex=True)'
+    """
+    check_tensor("check_tangent", "x", x)
+    check_tensor("check_tangent", "g", g)
+    if g.shape != x.shape:
+        raise ValueError(
+            f"check_tangent: `g` must have the shape of `x` {tuple(x.shape)}, got {tuple(g.shape)}"
+        )
+    mask = tie_set(x).reshape(-1, x.shape[-1])
+    g2 = g.reshape(-1, x.shape[-1]).to(torch.float64)
+    off = g2.masked_fill(mask, 0.0).abs().amax(dim=-1)
+    mass = g2.masked_fill(~mask, 0.0).sum(dim=-1)
+    low = g2.masked_fill(~mask, float("inf")).amin(dim=-1)
+    failures = [
+        (off > atol, lambda r: f"weight {off[r].item():g} off the tie set at row {r}"),
+        ((mass - 1.0).abs() > atol,
+         lambda r: f"tie-set weights sum to {mass[r].item():g}, not 1, at row {r}"),
+    ]
+    if convex:
+        failures.append(
+            (low < -atol,
+             lambda r: f"negative weight {low[r].item():g} on the tie set at row {r} (convex=True)")
+        )
+    for bad, why in failures:
+        rows = bad.nonzero()
+        if len(rows):
+            return TangentReport(False, why(rows[0, 0].item()))
+    return TangentReport(True, "valid associated gradient of max")

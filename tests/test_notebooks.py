@@ -1,0 +1,67 @@
+"""Hygiene of the book's notebooks: they are the chapters, the Colab entry points and a test suite."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+MACHINE_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|[A-Z]:\\\\Users)")
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_toc_lists_every_chapter_and_nothing_else():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = {toc["root"]} | {ch["file"] for part in toc["parts"] for ch in part["chapters"]}
+    on_disk = {f"book/{p.stem}" for p in NOTEBOOKS} | {"book/references"}
+    assert files == on_disk
+
+
+def test_colab_launch_buttons_configured():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert config["repository"]["url"].startswith("https://github.com/")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_installs_mtlib_and_picks_cuda(path):
+    nb = load(path)
+    first = code_cells(nb)[0]
+    source = "".join(first["source"])
+    assert "colab-setup" in first["metadata"].get("tags", [])
+    assert "except ImportError:" in source and '%pip install -q "mtlib @ git+https://github.com/' in source
+    assert 'device = "cuda" if torch.cuda.is_available() else "cpu"' in source
+    assert "torch.set_default_dtype(torch.float64)" in source and "manual_seed" in source
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_executed_without_errors_or_machine_paths(path):
+    nb = load(path)
+    cells = code_cells(nb)
+    assert all(c["execution_count"] for c in cells), "commit the notebook executed"
+    counts = [c["execution_count"] for c in cells]
+    assert counts == sorted(counts), "cells were executed out of order"
+    for cell in cells:
+        for out in cell["outputs"]:
+            assert out["output_type"] != "error", f"committed error output: {out.get('ename')}"
+            assert out.get("name") != "stderr" or "Warning" not in "".join(out.get("text", ""))
+    assert not MACHINE_PATH.search(json.dumps(nb)), "a machine path leaked into the notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_pins_numbers_with_asserts_and_has_a_title(path):
+    nb = load(path)
+    assert any(re.search(r"^\s*assert ", "".join(c["source"]), re.M) for c in code_cells(nb))
+    first_md = "".join(nb["cells"][0]["source"])
+    assert re.match(rf"\({path.stem}\)=\n# ", first_md), "open with a label and a title"
