@@ -9,7 +9,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAME ?= boustany
 
-.PHONY: install book test sweep bench serve clean
+MATHJAX := _build/mathjax/es5/tex-mml-chtml.js
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install book test sweep bench serve clean browser-deps
 
 install: $(STAMP)
 
@@ -22,9 +26,24 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
+	$(BIN)/jupyter-book build . -W -n --keep-going
 	$(BIN)/python -m pytest tests mtlib --doctest-modules
 	$(BIN)/python -m pytest --nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Headless Chromium (Debian) and a pinned local MathJax 3 for tests/test_book_browser.py.
+browser-deps: $(CHROMIUM) $(MATHJAX)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+$(MATHJAX):
+	mkdir -p _build/mathjax
+	cd _build && npm pack --silent mathjax@3.2.2 >/dev/null
+	tar -xzf _build/mathjax-3.2.2.tgz -C _build/mathjax --strip-components=1
+	rm _build/mathjax-3.2.2.tgz
+	touch $@
 
 sweep: $(STAMP)
 	$(BIN)/python -m mtlib.sweep $(NAME)
