@@ -4,11 +4,26 @@ The public surface is re-exported here from small modules; each function's docst
 equation of the paper it implements.
 """
 
+from mtlib import directional
 from mtlib.activations import abs_eps, abs_shift_eps, relu_z
+from mtlib.directional import Dual, compare_directional, one_sided_difference
 from mtlib.piecewise import Piecewise, associated_gradient, chain_jacobian
+from mtlib.representations import (
+    KinkCount,
+    compose_piecewise,
+    count_kinks,
+    max_pair_piecewise,
+    max_piecewise,
+    max_pool_layer_piecewise,
+    network_layers,
+    relu_layer_piecewise,
+    relu_piecewise,
+)
 from mtlib.ties import TangentReport, check_tangent, max_first, max_last, max_uniform, max_weights, tie_set
 
 __all__ = [
+    "Dual",
+    "KinkCount",
     "Piecewise",
     "TangentReport",
     "abs_eps",
@@ -16,10 +31,21 @@ __all__ = [
     "associated_gradient",
     "chain_jacobian",
     "check_tangent",
+    "compare_directional",
+    "compose_piecewise",
+    "count_kinks",
+    "directional",
     "max_first",
     "max_last",
     "max_uniform",
+    "max_pair_piecewise",
+    "max_piecewise",
+    "max_pool_layer_piecewise",
     "max_weights",
+    "network_layers",
+    "one_sided_difference",
+    "relu_layer_piecewise",
+    "relu_piecewise",
     "relu_z",
     "tie_set",
 ]

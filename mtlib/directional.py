@@ -1,0 +1,223 @@
+"""Exact one-sided directional derivatives through max, relu, abs, clamp and maxpool.
+
+The directional derivative of ``f`` at ``x`` in the direction ``d`` is the one-sided limit
+
+.. math::
+
+    f'(x; d) = \\lim_{h \\to 0^+} \\frac{f(x + h d) - f(x)}{h}.
+
+It exists for every composition of smooth maps with ``max``, ``relu``, ``abs``, ``clamp`` and
+the maxpools, and it obeys the chain rule ``(v o u)'(x; d) = v'(u(x); u'(x; d))`` when ``v`` is
+locally Lipschitz (Clarke 1990, Ch. 2). At a kink it is a property of the *function*,
+not of a representation: where an associated gradient (Def 1, eq 7) depends on the tie rule,
+``f'(x; d)`` does not. For Boustany's zero function (Sec 4.3) and its maxpool variant (Sec 4.4)
+it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
+
+:func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``; see
+:mod:`mtlib._dual` (smooth ops, comparisons) and :mod:`mtlib._onesided` (the kinks).
+Chapter: ``directional`` of the book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from mtlib import _onesided  # noqa: F401  (registers the one-sided rules)
+from mtlib._dual import Dual, Rule, smooth_rule
+from mtlib._dual import register_rule as _register_rule
+from mtlib._validate import check_positive, check_tensor
+
+__all__ = ["Dual", "compare_directional", "jvp", "one_sided_difference", "register_rule",
+           "register_smooth"]
+
+
+def _check_point(fn: str, f, x, d) -> torch.Tensor:
+    if not callable(f):
+        raise TypeError(f"{fn}: `f` must be callable, got {type(f).__name__}")
+    check_tensor(fn, "x", x)
+    check_tensor(fn, "d", d)
+    if d.shape != x.shape:
+        raise ValueError(f"{fn}: `d` must have the shape of `x` {tuple(x.shape)}, got {tuple(d.shape)}")
+    return d.to(x)
+
+
+def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
+    """``(f(x), f'(x; d))``: the value and the exact one-sided directional derivative.
+
+    ``f`` is evaluated once on the dual point ``x + h d`` (``h -> 0+``). Smooth torch ops push
+    the tangent forward with the ordinary chain rule; at a kink the one-sided rules apply,
+
+    .. math::
+
+        \\max{}'(x; d) = \\max_{i \\in T(x)} d_i, \\qquad \\mathrm{relu}'(0; d) = \\max(d, 0),
+        \\qquad |\\cdot|'(0; d) = |d|,
+
+    with ``T(x)`` the tie set of ``x`` (Sec 4.3, eq 19); maxpool applies the max rule per
+    window. Comparisons (``>``, ``<=``, ``==`` ...) order ``(value, tangent)`` pairs
+    lexicographically, the order of ``x + h d`` for small ``h > 0``, so a Python ``if`` on
+    tensor values (the paper's ``max1``, Table 1) follows the perturbed point. The result is
+    exact whenever the branches of such an ``if`` agree where its condition switches, as they
+    do in any program computing a continuous function. Smooth ops that are singular at a point
+    (``sqrt`` or ``log`` at 0) give there what forward-mode autodiff gives.
+
+    Args:
+        f: a function of one tensor, returning a tensor or a tuple/list/dict of tensors, built
+            from torch ops (``mtlib.directional`` lists the supported ones by raising for others).
+        x: the point, floating-point tensor.
+        d: the direction, same shape as ``x``.
+
+    Returns:
+        ``(value, derivative)`` with the structure of ``f``'s output; a plain-tensor output
+        (one that does not depend on ``x``) gets a zero derivative. Code that reads the raw
+        data of a tensor outside torch's Python API (a Triton kernel, a C++ extension that is
+        not a registered torch op) sees only the primal, and its result counts as a constant.
+
+    Raises:
+        TypeError: ``f`` not callable, ``x`` or ``d`` not floating-point tensors, or ``f``
+            returning something other than tensors.
+        ValueError: ``d`` and ``x`` of different shapes.
+        NotImplementedError: ``f`` uses an op without a rule (the message names it and says how
+            to register one), an in-place op, or reads a dual's value with ``.item()``.
+
+    Examples:
+        >>> from mtlib.examples import boustany_f
+        >>> t = torch.tensor(0.0, dtype=torch.float64)
+        >>> [jvp(boustany_f, t, torch.tensor(s, dtype=torch.float64))[1].item() for s in (1.0, -1.0)]
+        [0.0, 0.0]
+        >>> jvp(torch.abs, t, torch.tensor(-1.0, dtype=torch.float64))[1].item()
+        1.0
+
+    References:
+        Clarke (1990), Optimization and Nonsmooth Analysis, Ch. 2; Despres (2024), Sec 4.3-4.4.
+    """
+    d = _check_point("jvp", f, x, d)
+    out = f(Dual(x.detach(), d.detach()))
+    leaves, _ = tree_flatten(out)
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(f"jvp: `f` must return tensors, got {type(leaf).__name__}")
+    value = tree_map(lambda o: o.primal if isinstance(o, Dual) else o, out)
+    tangent = tree_map(lambda o: o.tangent if isinstance(o, Dual) else torch.zeros_like(o), out)
+    return value, tangent
+
+
+def register_smooth(*funcs: Callable) -> None:
+    """Declare torch ops differentiable everywhere: their tangent is pushed by ``torch.func.jvp``.
+
+    Use this for an op without a kink that :func:`jvp` rejects (``torch.sinc``, ``torch.erfc``
+    ...). Do not register an op with a kink this way: at the kink ``torch.func.jvp`` returns
+    an associated derivative, not the one-sided one. The registration is global.
+
+    Raises:
+        TypeError: an argument that is not callable.
+
+    Examples:
+        >>> register_smooth(torch.sinc)
+        >>> jvp(torch.sinc, torch.tensor(0.0), torch.tensor(1.0))[1].item()
+        0.0
+    """
+    _register_rule(funcs, smooth_rule)
+
+
+def register_rule(funcs, rule: Rule) -> None:
+    """Answer calls of the torch ops ``funcs`` on duals with ``rule(func, args, kwargs)``.
+
+    ``rule`` receives the op and its arguments, some of which are :class:`Dual` (read
+    ``a.primal`` and ``a.tangent``), and returns the result: a :class:`Dual` built with
+    ``Dual(value, tangent)``, or the same function written with supported ops, as below for
+    ``softshrink(x) = x - clamp(x, -lambd, lambd)``. The registration is global.
+
+    Raises:
+        TypeError: ``rule`` or an entry of ``funcs`` not callable.
+
+    Examples:
+        >>> import torch.nn.functional as F
+        >>> def softshrink(x, lambd=0.5):
+        ...     return x - x.clamp(-lambd, lambd)
+        >>> register_rule([F.softshrink], lambda func, args, kwargs: softshrink(*args, **kwargs))
+        >>> jvp(F.softshrink, torch.tensor([0.5, 0.5]), torch.tensor([1.0, -1.0]))[1].tolist()
+        [1.0, 0.0]
+    """
+    _register_rule(funcs, rule)
+
+
+def one_sided_difference(f: Callable, x: torch.Tensor, d: torch.Tensor, h: float = 1e-7,
+                         order: int = 1) -> torch.Tensor:
+    """One-sided finite difference for ``f'(x; d)``: first or second order in ``h``.
+
+    .. math::
+
+        D_1 = \\frac{f(x + h d) - f(x)}{h}, \\qquad
+        D_2 = \\frac{-3 f(x) + 4 f(x + h d) - f(x + 2 h d)}{2 h}.
+
+    Both use only ``h > 0``; for a function that is smooth on ``[x, x + 2 h d]`` (a piecewise
+    linear network with no kink in between) they equal ``f'(x; d)`` up to rounding.
+
+    Raises:
+        TypeError / ValueError: bad ``f``, ``x``, ``d`` or ``h``; ``order`` not 1 or 2.
+
+    Examples:
+        >>> x, d = torch.tensor(0.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+        >>> one_sided_difference(torch.abs, x, d, h=0.5).item()
+        1.0
+    """
+    d = _check_point("one_sided_difference", f, x, d)
+    check_positive("one_sided_difference", "h", h)
+    if order not in (1, 2):
+        raise ValueError(f"one_sided_difference: `order` must be 1 or 2, got {order!r}")
+    with torch.no_grad():
+        f0, f1 = f(x), f(x + h * d)
+        if order == 1:
+            return (f1 - f0) / h
+        return (-3 * f0 + 4 * f1 - f(x + 2 * h * d)) / (2 * h)
+
+
+def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Tensor, *,
+                        h: float = 1e-7, atol: float = 1e-6) -> pd.DataFrame:
+    """Directional derivative vs finite differences vs autograd, one row per (point, direction).
+
+    ``f`` must act row by row and return one number per row (shape ``(n,)`` or ``(n, 1)``), like
+    a network of :func:`mtlib.networks.random_network` with one output. For each row ``x`` and
+    direction ``d`` the columns are:
+
+    * ``directional``: ``f'(x; d)`` from :func:`jvp`, and ``reverse`` = ``f'(x; -d)``;
+    * ``fd1``, ``fd2``: :func:`one_sided_difference` of order 1 and 2 with step ``h``;
+    * ``autograd``: ``g . d`` with ``g`` the associated gradient autograd returns (Cor 2);
+    * ``kink``: ``f'(x; d) != -f'(x; -d)`` (beyond ``atol``), a certificate that ``f`` is not
+      differentiable at ``x``; ``autograd_wrong``: ``|g . d - f'(x; d)| > atol``.
+
+    Raises:
+        TypeError / ValueError: bad arguments, or ``points`` not 2-d.
+
+    Examples:
+        >>> pts = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+        >>> df = compare_directional(lambda x: x.abs().sum(-1), pts, torch.ones_like(pts))
+        >>> df[["directional", "autograd", "kink", "autograd_wrong"]].values.tolist()
+        [[1.0, 0.0, True, True], [1.0, 1.0, False, False]]
+    """
+    directions = _check_point("compare_directional", f, points, directions)
+    if points.dim() != 2:
+        raise ValueError(
+            f"compare_directional: `points` must be 2-d (n, dim), got shape {tuple(points.shape)}"
+        )
+    check_positive("compare_directional", "h", h)
+    value, forward = jvp(f, points, directions)
+    _, backward = jvp(f, points, -directions)
+    x = points.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(x).sum(), x)
+    columns = {
+        "f": value,
+        "directional": forward,
+        "reverse": backward,
+        "fd1": one_sided_difference(f, points, directions, h, order=1),
+        "fd2": one_sided_difference(f, points, directions, h, order=2),
+        "autograd": (g * directions).sum(-1),
+    }
+    df = pd.DataFrame({k: v.detach().reshape(len(points)).cpu().numpy() for k, v in columns.items()})
+    df["kink"] = (df["directional"] + df["reverse"]).abs() > atol
+    df["autograd_wrong"] = (df["autograd"] - df["directional"]).abs() > atol
+    return df
