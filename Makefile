@@ -46,7 +46,7 @@ $(MATHJAX):
 	touch $@
 
 sweep: $(STAMP)
-	$(BIN)/python -m mtlib.sweep $(NAME)
+	$(BIN)/python -m mtlib.sweep $(NAME) --csv book/data/sweep_$(NAME).csv
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/maxpool.py

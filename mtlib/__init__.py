@@ -6,6 +6,7 @@ equation of the paper it implements.
 
 from mtlib import directional
 from mtlib.activations import abs_eps, abs_shift_eps, relu_z
+from mtlib.appendix import AppendixTerms, appendix_example, convergence_table, regularized_integrals
 from mtlib.directional import Dual, compare_directional, one_sided_difference
 from mtlib.piecewise import Piecewise, associated_gradient, chain_jacobian
 from mtlib.representations import (
@@ -22,17 +23,20 @@ from mtlib.representations import (
 from mtlib.ties import TangentReport, check_tangent, max_first, max_last, max_uniform, max_weights, tie_set
 
 __all__ = [
+    "AppendixTerms",
     "Dual",
     "KinkCount",
     "Piecewise",
     "TangentReport",
     "abs_eps",
     "abs_shift_eps",
+    "appendix_example",
     "associated_gradient",
     "chain_jacobian",
     "check_tangent",
     "compare_directional",
     "compose_piecewise",
+    "convergence_table",
     "count_kinks",
     "directional",
     "max_first",
@@ -44,6 +48,7 @@ __all__ = [
     "max_weights",
     "network_layers",
     "one_sided_difference",
+    "regularized_integrals",
     "relu_layer_piecewise",
     "relu_piecewise",
     "relu_z",

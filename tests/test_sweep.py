@@ -1,0 +1,165 @@
+"""Tests of mtlib.sweep and mtlib.sweeps: papermill grids, failure reports, the CSV, the command line."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from mtlib import sweep, sweeps
+from mtlib.sweep import RECORD_MIME, expand_grid, read_records, record, run_sweep
+
+TINY_SOURCE = [
+    ("parameters", "a = 1.0\nlabel = 'default'"),
+    (None, "if a < 0:\n    raise ValueError(f'a must be >= 0, got {a}')"),
+    (None, "from mtlib.sweep import record\nrecord(square=a * a, label=label, pair=[a, -a])"),
+]
+
+
+def tiny_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for tag, src in TINY_SOURCE:
+        cell = nbformat.v4.new_code_cell(src)
+        if tag:
+            cell.metadata["tags"] = [tag]
+        nb.cells.append(cell)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd):
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    out = tmp_path / "out"
+    grid = [{"a": 2.0, "label": "two"}, {"a": -1.0, "label": "bad"}, {"a": 3.0, "label": "three"}]
+    table = run_sweep(nb, grid, out, jobs=2, progress=False)
+
+    assert table["run"].tolist() == [0, 1, 2]
+    assert table["status"].tolist() == ["ok", "failed", "ok"]
+    assert table["error"].iloc[1] == "ValueError: a must be >= 0, got -1.0"
+    assert table["error"].iloc[0] == "" and table["error"].iloc[2] == ""
+    assert table["square"].iloc[0] == 4.0 and table["square"].iloc[2] == 9.0
+    assert pd.isna(table["square"].iloc[1])  # the failing run recorded nothing
+    assert table["label"].tolist() == ["two", "bad", "three"]
+    assert json.loads(table["pair"].iloc[2]) == [3.0, -3.0]
+    assert table["notebook"].tolist() == ["tiny-000.ipynb", "tiny-001.ipynb", "tiny-002.ipynb"]
+    for name in table["notebook"]:
+        assert (out / name).is_file()  # the failed run's notebook is kept too
+
+    csv = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert list(csv.columns) == ["run", "a", "label", "status", "error", "pair", "square", "seconds", "notebook"]
+    assert csv["status"].tolist() == ["ok", "failed", "ok"]
+    assert csv["error"].iloc[1] == "ValueError: a must be >= 0, got -1.0"
+    assert csv["square"].astype(str).tolist() == ["4.0", "", "9.0"]
+    assert (out / "tiny-000.log").is_file()  # the kernels' log lines go here...
+    assert "IPKernelApp" not in capfd.readouterr().err  # ...not to the terminal
+    assert read_records(out / "tiny-002.ipynb") == {"square": 9.0, "label": "three", "pair": [3.0, -3.0]}
+
+
+def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    monkeypatch.setitem(sweeps.SWEEPS, "tiny", sweeps.Sweep(str(nb), {"a": [-5.0]}, "one failing point"))
+    status = sweeps.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "d" / "t.csv")])
+    assert status == 1
+    printed = capsys.readouterr().out
+    assert "tiny: 1 runs, 1 failed" in printed
+    assert "run 0 failed: ValueError: a must be >= 0, got -5.0" in printed
+    assert (tmp_path / "o" / "results.csv").is_file()
+    assert pd.read_csv(tmp_path / "d" / "t.csv")["status"].tolist() == ["failed"]
+
+
+def test_cli_rejects_unknown_name(capsys):
+    with pytest.raises(SystemExit):
+        sweeps.main(["nonsense"])
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_registered_sweeps_point_at_notebooks_with_parameters():
+    for name, sw in sweeps.SWEEPS.items():
+        nb = nbformat.read(str(sweeps._REPO / sw.notebook), as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        for key in expand_grid(sw.grid)[0]:
+            assert f"{key} = " in tagged[0].source, (name, key)
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+# --- grids ---------------------------------------------------------------------------------------
+
+
+def test_expand_grid_cartesian_product_and_lists():
+    assert expand_grid({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"},
+    ]
+    points = [{"x": [1.0, 2.0]}, {"x": [3.0]}]
+    assert expand_grid(points) == points
+    assert expand_grid(points) is not points
+
+
+@pytest.mark.parametrize(
+    "grid, exc, match",
+    [
+        ({"a": 3}, TypeError, r"`grid\['a'\]` must be a list of values"),
+        ([{"a": 1}, 2], TypeError, r"`grid\[1\]` must be a dict"),
+        ("a=1", TypeError, "`grid` must be a list of dicts or a dict of lists"),
+        ([], ValueError, "`grid` must hold at least one point"),
+        ({"a": []}, ValueError, "`grid` must hold at least one point"),
+    ],
+)
+def test_expand_grid_errors(grid, exc, match):
+    with pytest.raises(exc, match=match):
+        expand_grid(grid)
+
+
+def test_run_sweep_argument_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run_sweep: `notebook`"):
+        run_sweep(tmp_path / "missing.ipynb", [{"a": 1}], tmp_path)
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    for jobs in (0, 1.5, True):
+        with pytest.raises(ValueError, match="`jobs` must be a positive int"):
+            run_sweep(nb, [{"a": 1}], tmp_path, jobs=jobs)
+
+
+# --- record --------------------------------------------------------------------------------------
+
+
+def test_record_outside_ipython_is_a_no_op():
+    assert record(a=1, b=torch.tensor([0.5, 1.0]), c=float("nan")) is None
+
+
+def test_record_values_are_made_json():
+    assert sweep._jsonable("t", torch.tensor(2.5)) == 2.5
+    assert sweep._jsonable("t", torch.tensor([1, 2])) == [1, 2]
+    assert sweep._jsonable("n", float("inf")) is None
+    assert sweep._jsonable("b", True) is True
+    assert sweep._jsonable("l", (1, [2.0, None])) == [1, [2.0, None]]
+
+
+def test_record_rejects_other_types():
+    with pytest.raises(TypeError, match="record: `thing` must be a number"):
+        record(thing={"a": 1})
+
+
+def test_read_records_merges_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    outs = [
+        nbformat.v4.new_output("display_data", data={RECORD_MIME: {"a": 1, "b": 2}}),
+        nbformat.v4.new_output("stream", name="stdout", text="hello"),
+    ]
+    nb.cells += [
+        nbformat.v4.new_code_cell("", outputs=outs),
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", data={RECORD_MIME: {"b": 3}})]),
+    ]
+    nbformat.write(nb, str(tmp_path / "r.ipynb"))
+    assert read_records(tmp_path / "r.ipynb") == {"a": 1, "b": 3}
+
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert "{boustany,stampacchia}" in done.stdout
