@@ -8,6 +8,15 @@ from mtlib import directional
 from mtlib.activations import abs_eps, abs_shift_eps, relu_z
 from mtlib.appendix import AppendixTerms, appendix_example, convergence_table, regularized_integrals
 from mtlib.directional import Dual, compare_directional, one_sided_difference
+from mtlib.lipschitz import (
+    LowerBound,
+    StridedMaxPool,
+    exact_lipschitz_1d,
+    jacobian_norms,
+    lower_bound,
+    pool_multiplicity,
+    upper_bound,
+)
 from mtlib.piecewise import Piecewise, associated_gradient, chain_jacobian
 from mtlib.representations import (
     KinkCount,
@@ -26,7 +35,9 @@ __all__ = [
     "AppendixTerms",
     "Dual",
     "KinkCount",
+    "LowerBound",
     "Piecewise",
+    "StridedMaxPool",
     "TangentReport",
     "abs_eps",
     "abs_shift_eps",
@@ -39,6 +50,9 @@ __all__ = [
     "convergence_table",
     "count_kinks",
     "directional",
+    "exact_lipschitz_1d",
+    "jacobian_norms",
+    "lower_bound",
     "max_first",
     "max_last",
     "max_uniform",
@@ -48,10 +62,12 @@ __all__ = [
     "max_weights",
     "network_layers",
     "one_sided_difference",
+    "pool_multiplicity",
     "regularized_integrals",
     "relu_layer_piecewise",
     "relu_piecewise",
     "relu_z",
     "tie_set",
+    "upper_bound",
 ]
 __version__ = "0.1.0"
