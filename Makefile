@@ -1,6 +1,7 @@
 # Two commands set everything up from a fresh clone (Python 3.11, offline registries):
 #   make book   -> .venv, install, execute every notebook, build _build/html
-#   make test   -> .venv, install, pytest (unit, property, Triton interpreter, nbval over book/)
+#   make test   -> .venv, install, nbval over book/, build the book, pytest (unit, property,
+#                  Triton interpreter, doctests, headless-Chromium test of the built book)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -26,10 +27,17 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: $(STAMP) browser-deps
-	$(BIN)/jupyter-book build . -W -n --keep-going
-	$(BIN)/python -m pytest tests mtlib --doctest-modules
-	$(BIN)/python -m pytest --nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
+# nbval first proves that the committed outputs equal a fresh run; the book is then built from
+# those outputs (execution off) and checked in the browser with the rest of the tests.
+test: $(STAMP) browser-deps _build/_config_test.yml
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/jupyter-book build . -W -n --keep-going --config _build/_config_test.yml
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests mtlib --doctest-modules
+
+_build/_config_test.yml: _config.yml $(STAMP)
+	mkdir -p _build
+	$(BIN)/python -c "import yaml; c = yaml.safe_load(open('_config.yml')); \
+	c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('$@', 'w'), sort_keys=False)"
 
 # Headless Chromium (Debian) and a pinned local MathJax 3 for tests/test_book_browser.py.
 browser-deps: $(CHROMIUM) $(MATHJAX)

@@ -8,6 +8,7 @@ from mtlib import directional
 from mtlib.activations import abs_eps, abs_shift_eps, relu_z
 from mtlib.appendix import AppendixTerms, appendix_example, convergence_table, regularized_integrals
 from mtlib.directional import Dual, compare_directional, one_sided_difference
+from mtlib.kinkcheck import KinkReport, kinkcheck
 from mtlib.lipschitz import (
     LowerBound,
     StridedMaxPool,
@@ -17,7 +18,9 @@ from mtlib.lipschitz import (
     pool_multiplicity,
     upper_bound,
 )
+from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
 from mtlib.piecewise import Piecewise, associated_gradient, chain_jacobian
+from mtlib.policy import TiePolicy, tie_policy
 from mtlib.representations import (
     KinkCount,
     compose_piecewise,
@@ -30,15 +33,20 @@ from mtlib.representations import (
     relu_piecewise,
 )
 from mtlib.ties import TangentReport, check_tangent, max_first, max_last, max_uniform, max_weights, tie_set
+from mtlib.training import gradient_disagreement, tie_fraction
 
 __all__ = [
     "AppendixTerms",
     "Dual",
     "KinkCount",
+    "KinkReport",
     "LowerBound",
+    "MaxPool1d",
+    "MaxPool2d",
     "Piecewise",
     "StridedMaxPool",
     "TangentReport",
+    "TiePolicy",
     "abs_eps",
     "abs_shift_eps",
     "appendix_example",
@@ -51,14 +59,18 @@ __all__ = [
     "count_kinks",
     "directional",
     "exact_lipschitz_1d",
+    "gradient_disagreement",
     "jacobian_norms",
+    "kinkcheck",
     "lower_bound",
     "max_first",
     "max_last",
-    "max_uniform",
     "max_pair_piecewise",
     "max_piecewise",
+    "max_pool1d",
+    "max_pool2d",
     "max_pool_layer_piecewise",
+    "max_uniform",
     "max_weights",
     "network_layers",
     "one_sided_difference",
@@ -67,7 +79,10 @@ __all__ = [
     "relu_layer_piecewise",
     "relu_piecewise",
     "relu_z",
+    "tie_fraction",
+    "tie_policy",
     "tie_set",
     "upper_bound",
+    "window_tie_counts",
 ]
 __version__ = "0.1.0"

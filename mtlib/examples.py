@@ -9,11 +9,13 @@ different representations of the same ``max``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import pandas as pd
 import torch
 
 from mtlib._validate import check_tensor, check_ties
+from mtlib.maxpool import max_pool1d
 from mtlib.piecewise import associated_gradient
 
 
@@ -99,14 +101,7 @@ def maxpool_f(t: torch.Tensor, a: float = 1.0, b: float = 4.0, ties: str = "firs
     """
     check_tensor("maxpool_f", "t", t)
     check_ties("maxpool_f", ties)
-    if ties == "first":
-        pool = torch.nn.functional.max_pool1d
-    else:
-        from mtlib.maxpool import max_pool1d
-
-        def pool(v, kernel_size, stride):
-            return max_pool1d(v, kernel_size, stride, ties=ties)
-
+    pool = torch.nn.functional.max_pool1d if ties == "first" else partial(max_pool1d, ties=ties)
     tt = t.reshape(-1, 1, 1)
     left = pool(torch.cat([a * tt, b * tt], dim=-1), 2, 1)
     right = pool(torch.cat([b * tt, a * tt], dim=-1), 2, 1)

@@ -1,0 +1,190 @@
+"""Forward + backward time of mtlib's tie-aware max pool as a ratio to PyTorch's, same run.
+
+For each case (shape, kernel, stride, padding), dtype and input kind, every implementation runs
+``y = pool(x); y.backward(g)`` ``--reps`` times, interleaved with PyTorch's native
+``max_pool{1,2}d`` so that machine load hits all of them alike; the table reports the median
+time and its ratio to the native median. Implementations: ``native`` (PyTorch), ``first``,
+``last``, ``uniform`` (``mtlib.max_pool{1,2}d(..., ties=...)``, backend ``auto``: PyTorch's own
+kernel for ``first``, Triton on CUDA, the vectorized PyTorch path on CPU) and ``naive_uniform``,
+the equal split users write today (unfold into windows, tie mask, weights mask / count; only
+for kernel = stride without padding). ``GBps`` is the essential traffic (read x, write y, read g,
+write the input gradient) over the median time: a lower bound of the achieved bandwidth.
+
+Usage: ``python benchmarks/maxpool.py [--quick] [--large] [--threads 2] [--device cpu|cuda]``;
+writes ``benchmarks/results/maxpool_<device>.csv`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import time
+
+import matplotlib
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from mtlib.maxpool import max_pool1d, max_pool2d
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+CASES = [  # name, input shape, kernel, stride, padding
+    ("k3s2p1 (32,64,56,56)", (32, 64, 56, 56), 3, 2, 1),
+    ("k2s2 (64,128,28,28)", (64, 128, 28, 28), 2, 2, 0),
+    ("k3s1 (8,3,224,224)", (8, 3, 224, 224), 3, 1, 0),
+    ("k2s2 small map (128,512,4,4)", (128, 512, 4, 4), 2, 2, 0),
+    ("1d k3s2p1 (32,128,2048)", (32, 128, 2048), 3, 2, 1),
+    ("1d k2s2 (16,64,4096)", (16, 64, 4096), 2, 2, 0),
+]
+LARGE_CASES = [  # inputs above 32 MB (float32): see benchmarks/README.md on allocation costs
+    ("large k3s2p1 (32,64,112,112)", (32, 64, 112, 112), 3, 2, 1),
+    ("large 1d k4s4 (32,128,2048)", (32, 128, 2048), 4, 4, 0),
+]
+IMPLS = ("native", "first", "last", "uniform", "naive_uniform")
+
+
+def naive_uniform_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The equal split among tied maxima as written by hand: kernel = stride, no padding."""
+    if x.dim() == 3:
+        windows = x.unfold(2, k, k)
+    else:
+        windows = x.unfold(2, k, k).unfold(3, k, k).flatten(-2)
+    mask = windows == windows.amax(-1, keepdim=True)
+    return (windows * (mask / mask.sum(-1, keepdim=True))).sum(-1)
+
+
+def implementations(dims: int, kernel: int, stride: int, padding: int):
+    native = F.max_pool1d if dims == 1 else F.max_pool2d
+    pool = max_pool1d if dims == 1 else max_pool2d
+    impls = {"native": lambda x: native(x, kernel, stride, padding)}
+    for ties in ("first", "last", "uniform"):
+        impls[ties] = lambda x, ties=ties: pool(x, kernel, stride, padding, ties=ties)
+    if kernel == stride and padding == 0:
+        impls["naive_uniform"] = lambda x: naive_uniform_pool(x, kernel)
+    return impls
+
+
+def time_fwd_bwd(impls: dict, x: torch.Tensor, g: torch.Tensor, reps: int, sync) -> dict:
+    """Median seconds of forward + backward per implementation, runs interleaved."""
+    xg = x.clone().requires_grad_()
+
+    def run(fn):
+        xg.grad = None
+        sync()
+        start = time.perf_counter()
+        fn(xg).backward(g)
+        sync()
+        return time.perf_counter() - start
+
+    for fn in impls.values():
+        run(fn)
+        run(fn)
+    times = {name: [] for name in impls}
+    for _ in range(reps):
+        for name, fn in impls.items():
+            times[name].append(run(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def make_input(shape, dtype, kind: str, device: str, gen: torch.Generator) -> torch.Tensor:
+    x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    return x.relu() if kind == "relu" else x
+
+
+def run_benchmarks(args) -> pd.DataFrame:
+    device = args.device
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for case, shape, kernel, stride, padding in CASES + (LARGE_CASES if args.large else []):
+        dims = len(shape) - 2
+        impls = implementations(dims, kernel, stride, padding)
+        for dtype in args.dtypes:
+            for kind in args.inputs:
+                x = make_input(shape, dtype, kind, device, gen)
+                with torch.no_grad():
+                    y = impls["native"](x)
+                g = torch.randn(y.shape, generator=gen).to(device=device, dtype=dtype)
+                medians = time_fwd_bwd(impls, x, g, args.reps, sync)
+                traffic = x.element_size() * 2 * (x.numel() + y.numel())
+                for impl, seconds in medians.items():
+                    rows.append(dict(
+                        device=device, device_name=name, threads=torch.get_num_threads(),
+                        torch=torch.__version__, case=case, dims=dims, shape=str(shape),
+                        kernel=kernel, stride=stride, padding=padding,
+                        dtype=str(dtype).removeprefix("torch."), input=kind, impl=impl,
+                        median_ms=round(seconds * 1e3, 4),
+                        ratio_to_native=round(seconds / medians["native"], 3),
+                        GBps=round(traffic / seconds / 1e9, 2)))
+                print(f"{case:30s} {rows[-1]['dtype']:9s} {kind:6s} " + "  ".join(
+                    f"{impl} {medians[impl] / medians['native']:.2f}" for impl in medians),
+                    flush=True)
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, path: pathlib.Path) -> None:
+    inputs, dtypes = sorted(df.input.unique()), list(dict.fromkeys(df.dtype))
+    fig, axes = plt.subplots(len(inputs), len(dtypes), figsize=(5.5 * len(dtypes),
+                             4.2 * len(inputs)), squeeze=False, sharey=True)
+    cases = list(dict.fromkeys(df.case))
+    impls = [i for i in IMPLS if i != "native"]
+    width = 0.8 / len(impls)
+    for r, kind in enumerate(inputs):
+        for c, dtype in enumerate(dtypes):
+            ax = axes[r][c]
+            sub = df[(df.input == kind) & (df.dtype == dtype)]
+            for k, impl in enumerate(impls):
+                ratios = [sub[(sub.case == case) & (sub.impl == impl)].ratio_to_native
+                          for case in cases]
+                ax.bar([i + (k - len(impls) / 2 + 0.5) * width for i in range(len(cases))],
+                       [v.iloc[0] if len(v) else float("nan") for v in ratios], width,
+                       label=impl)
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.axhline(1.5, color="red", lw=0.8, ls="--", label="1.5x target (CPU)")
+            ax.set_xticks(range(len(cases)), [case.split(" (")[0] for case in cases],
+                          rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{dtype}, {kind} input")
+            ax.set_ylabel("forward+backward time / PyTorch native")
+    axes[0][0].legend(fontsize=8)
+    device = df.device_name.iloc[0]
+    fig.suptitle(f"mtlib max pool vs PyTorch native ({device}, {df.threads.iloc[0]} threads, "
+                 f"median of repeated runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, dtypes and inputs")
+    parser.add_argument("--large", action="store_true", help="add inputs above 32 MB")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma-separated, e.g. float32,bfloat16 (default: all three)")
+    parser.add_argument("--reps", type=int, default=None, help="timed runs per implementation")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=pathlib.Path(__file__).parent / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.reps = args.reps or (5 if args.quick else 21)
+    names = args.dtypes or ("float32,bfloat16" if args.quick else "float32,bfloat16,float16")
+    args.dtypes = [getattr(torch, name) for name in names.split(",")]
+    args.inputs = ["randn"] if args.quick else ["randn", "relu"]
+    df = run_benchmarks(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"maxpool_{args.device}"
+    df.to_csv(stem.with_suffix(".csv"), index=False)
+    plot(df, stem.with_suffix(".png"))
+    table = df.pivot_table(index=["case", "dtype", "input"], columns="impl",
+                           values="ratio_to_native", sort=False)
+    print(table[[i for i in IMPLS if i in table.columns]].to_string())
+    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

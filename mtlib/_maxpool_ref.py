@@ -1,0 +1,289 @@
+"""Vectorized pure-PyTorch backend of the tie-aware max pool (any device; the reference).
+
+The input ``x`` of shape ``(N, C, H, W)`` is split into its *stride phases*
+``P[a, b] = x[:, :, a::sH, b::sW]`` (copies only when a stride is > 1), so that tap ``(i, j)``
+of every window is one unit-stride slice ``S_ij`` of one phase, aligned with the output grid.
+Every step is then a loop over the ``kH * kW`` taps of elementwise ops on output-sized slices,
+restricted to the outputs whose tap lies inside the input (padding is never read), with 0/1
+masks held in a float dtype (PyTorch's fast comparison path):
+
+* forward: window max ``m = max_ij S_ij`` and per output an integer: the tie count
+  ``N = #{ij : S_ij = m}`` (``"uniform"``) or the selected tap (``"first"``/``"last"``), both
+  accumulated in a float dtype chosen to hold them exactly, then stored as ``int32``;
+* backward, one phase at a time: ``grad P[a, b] += [S_ij = m] * g / N`` (or
+  ``[tap selected] * g``) over the taps of that phase in decreasing order, so that each input
+  position sums its windows in increasing row-major order, in the dtype of ``x``, as PyTorch's
+  CPU kernel does.
+
+The backward compares ``x`` with the *saved* max (an entry of ``x``, so the comparison is exact)
+and divides by the *saved* integer count. A NaN makes its window's max NaN; its tie set is the
+window's NaN entries (``"first"``: the last NaN, as PyTorch's ``val > max || isnan`` scan;
+``"last"``: the first NaN; ``"uniform"``: all of them share).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from mtlib._pool_geometry import PoolAxis
+
+
+class _Tap(NamedTuple):
+    tap: int            # row-major tap index i * kW + j
+    plane: tuple        # (a, b): the stride phase it reads
+    src: tuple          # slicer of the phase planes: the tap's input value for each output
+    within: tuple       # the same entries as a slicer of its (N, C, ., .) phase plane
+    out: tuple          # slicer of the outputs whose tap lies inside the input
+    all_outputs: bool   # the tap lies inside the input for every output
+    whole_plane: bool   # the tap reads every input position of its phase plane
+
+
+def _axis_tap(ax: PoolAxis, i: int):
+    """Along one axis, tap ``i``: (phase, plane range, output range, all outputs, whole plane)."""
+    lo, hi = ax.outputs_reading(i)
+    c, s = ax.shift(i), ax.stride
+    phase, q0 = c % s, c // s
+    return (phase, slice(lo + q0, hi + q0), slice(lo, hi), (lo, hi) == (0, ax.out),
+            lo + q0 == 0 and hi + q0 == -((phase - ax.size) // s))
+
+
+def _taps(ah: PoolAxis, aw: PoolAxis) -> list[_Tap]:
+    """The taps that read the input for at least one output, in row-major order."""
+    taps = []
+    for i in range(ah.kernel):
+        a, qh, oh, all_h, whole_h = _axis_tap(ah, i)
+        for j in range(aw.kernel):
+            b, qw, ow, all_w, whole_w = _axis_tap(aw, j)
+            if oh.stop > oh.start and ow.stop > ow.start:
+                src = (a, b, slice(None), slice(None), qh, qw)
+                taps.append(_Tap(i * aw.kernel + j, (a, b), src, (..., qh, qw), (..., oh, ow),
+                                 all_h and all_w, whole_h and whole_w))
+    return taps
+
+
+def _phase_shape(shape, ah: PoolAxis, aw: PoolAxis) -> tuple[int, ...]:
+    n, c, h, w = shape
+    return (ah.stride, aw.stride, n, c, -(-h // ah.stride), -(-w // aw.stride))
+
+
+def _all_phases(ah: PoolAxis, aw: PoolAxis) -> set[tuple[int, int]]:
+    return {(a, b) for a in range(ah.stride) for b in range(aw.stride)}
+
+
+def _phase_slices(shape, ah: PoolAxis, aw: PoolAxis, phases):
+    """For each phase ``(a, b)``: the strided slicer of an ``(N, C, H, W)`` tensor and the
+    matching slicer of the phase planes."""
+    h, w = shape[2:]
+    for a, b in sorted(phases):
+        la, lb = -((a - h) // ah.stride), -((b - w) // aw.stride)
+        yield ((..., slice(a, None, ah.stride), slice(b, None, aw.stride)),
+               (a, b, slice(None), slice(None), slice(0, la), slice(0, lb)))
+
+
+def _phases(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, taps) -> torch.Tensor:
+    """Stride phases of ``x``, ``P[a, b] = x[:, :, a::sH, b::sW]``, each one contiguous (the
+    tail of a shorter phase is never read); ``x`` itself when both strides are 1."""
+    if ah.stride == aw.stride == 1:
+        return x[None, None]
+    planes = x.new_empty(_phase_shape(x.shape, ah, aw))
+    for xs, ps in _phase_slices(x.shape, ah, aw, {t.plane for t in taps}):
+        planes[ps] = x[xs]
+    return planes
+
+
+def _exact_float(dtype: torch.dtype, n: int) -> torch.dtype:
+    """A float dtype that holds the integers ``0..n`` exactly: ``dtype`` itself when it can
+    (same-dtype masks are PyTorch's fast path), else float32 or float64."""
+    for candidate in (dtype, torch.float32):
+        if n <= 2 / torch.finfo(candidate).eps:  # 2 ** (mantissa bits + 1)
+            return candidate
+    return torch.float64
+
+
+def _has_nan(m: torch.Tensor) -> bool:
+    """Whether ``m`` may hold a NaN (one reduction; ``inf - inf`` gives a harmless yes)."""
+    return bool(m.sum().isnan())
+
+
+def _window_max(planes: torch.Tensor, taps: list[_Tap], out_shape) -> torch.Tensor:
+    full = [t for t in taps if t.all_outputs]
+    if len(full) >= 2:
+        m = torch.maximum(planes[full[0].src], planes[full[1].src])
+    elif full:
+        m = planes[full[0].src].clone(memory_format=torch.contiguous_format)
+    else:
+        m = planes.new_full(out_shape, float("-inf"))
+    done = {t.tap for t in full[:2]}
+    for t in taps:
+        if t.tap not in done:
+            mv = m[t.out]
+            torch.maximum(mv, planes[t.src], out=mv)
+    return m
+
+
+def _tie_mask(values, m, out, has_nan) -> torch.Tensor:
+    """``out <- [values == m]`` (or ``isnan(values)``: a NaN entry forces a NaN max)."""
+    mask = torch.eq(values, m, out=out)
+    if has_nan:
+        torch.logical_or(mask, values.isnan(), out=mask)
+    return mask
+
+
+def _tie_counts(planes, taps, m, has_nan) -> torch.Tensor:
+    """``int32`` number of window entries equal to ``m`` (NaN entries in a NaN window)."""
+    count = torch.zeros_like(m, dtype=_exact_float(m.dtype, len(taps)))
+    buf = torch.empty_like(count)
+    for t in taps:
+        count[t.out].add_(_tie_mask(planes[t.src], m[t.out], buf[t.out], has_nan))
+    return count.to(torch.int32)
+
+
+def _selected_taps(planes, taps, m, has_nan, ties, kernel_volume, empty) -> torch.Tensor:
+    """``int32`` row-major tap that receives the gradient (``"first"`` or ``"last"``).
+
+    Each tied tap gets a code, largest for the one to select (``K - tap`` for the first,
+    ``tap + 1`` for the last), and the max of the codes is decoded. In a NaN window the order is
+    reversed (``"first"`` takes the last NaN, as PyTorch's ``val > max || isnan`` scan does)."""
+    k = kernel_volume
+    dtype = _exact_float(m.dtype, k + 1)
+    first = ties == "first"
+    best = torch.zeros_like(m, dtype=dtype)
+    buf = torch.empty_like(best)
+    for t in taps:
+        mask = _tie_mask(planes[t.src], m[t.out], buf[t.out], False)
+        mask.mul_(k - t.tap if first else t.tap + 1)
+        torch.maximum(best[t.out], mask, out=best[t.out])
+    sel = k - best if first else best - 1
+    if empty:  # a window with no tap inside the input selects nothing
+        sel.masked_fill_(best == 0, -1)
+    if has_nan:
+        best.zero_()
+        for t in taps:
+            mask = planes[t.src].isnan().to(dtype).mul_(t.tap + 1 if first else k - t.tap)
+            torch.maximum(best[t.out], mask, out=best[t.out])
+        sel = torch.where(best > 0, best - 1 if first else k - best, sel)
+    return sel.to(torch.int32)
+
+
+def forward(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, ties: str):
+    """Window max and its integer companion (tie count or selected tap), both ``(N, C, oH, oW)``.
+
+    ``x`` is contiguous ``(N, C, H, W)``. The companion is ``int32``: for ``"uniform"`` the
+    number of window entries equal to the max (0 for a window that lies entirely in the
+    padding), for ``"first"``/``"last"`` the row-major tap ``i * kW + j`` that receives the
+    gradient (-1 for a window entirely in the padding).
+    """
+    taps = _taps(ah, aw)
+    planes = _phases(x, ah, aw, taps)
+    m = _window_max(planes, taps, (x.shape[0], x.shape[1], ah.out, aw.out))
+    has_nan = _has_nan(m)
+    if ties == "uniform":
+        return m, _tie_counts(planes, taps, m, has_nan)
+    empty = ah.has_empty_window() or aw.has_empty_window()
+    return m, _selected_taps(planes, taps, m, has_nan, ties, ah.kernel * aw.kernel, empty)
+
+
+def _shares(grad: torch.Tensor, count: torch.Tensor, kernel_volume: int,
+            empty: bool) -> torch.Tensor:
+    """``grad / count`` as PyTorch divides in ``grad``'s dtype (float32 arithmetic for 16-bit
+    floats, rounded to the dtype). With ``empty`` windows (count 0) they keep ``grad``, which no
+    entry receives."""
+    share = count.to(_exact_float(grad.dtype, kernel_volume))
+    if empty:
+        share.clamp_min_(1)
+    torch.div(grad.to(share.dtype), share, out=share)
+    return share.to(grad.dtype)
+
+
+def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
+             ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
+    """Gradient with respect to ``x`` given the upstream ``grad`` and the forward's ``m, aux``.
+
+    ``"uniform"``: each output sends ``grad / count`` to every entry of its window equal to its
+    max (eq 20 of the paper, window by window); ``"first"``/``"last"``: ``grad`` to the selected
+    tap. Overlapping windows add up; deterministic (no atomics, fixed order). One stride phase
+    at a time, in reused phase-sized buffers: the only input-sized allocation is the result.
+    """
+    taps, k = _taps(ah, aw), ah.kernel * aw.kernel
+    uniform = ties == "uniform"
+    if uniform:
+        empty = ah.has_empty_window() or aw.has_empty_window()
+        has_nan, value = _has_nan(m), _shares(grad, aux, k, empty)
+    else:
+        selected, value = aux.to(_exact_float(grad.dtype, k)), grad
+    # With finite values a 0/1 float mask times the value is the masked value (fast path);
+    # otherwise select with `where`, so that an inf or NaN reaches only the selected entries.
+    float_mask = bool(value.sum().isfinite())
+    buf = torch.empty_like(m, dtype=grad.dtype if float_mask else torch.bool)
+    gx = torch.empty_like(x)
+    strided = ah.stride * aw.stride > 1
+    if strided:
+        plane_shape = _phase_shape(x.shape, ah, aw)[2:]
+        gbuf, xbuf = x.new_empty(plane_shape), x.new_empty(plane_shape) if uniform else None
+    for xs, ps in _phase_slices(x.shape, ah, aw, _all_phases(ah, aw)):
+        plane_taps = [t for t in taps[::-1] if t.plane == ps[:2]]
+        if not plane_taps:
+            gx[xs].zero_()
+            continue
+        x_plane, g_plane = x, gx
+        if strided:
+            g_plane = gbuf[ps[2:]]
+        if strided and uniform:
+            x_plane = xbuf[ps[2:]]
+            x_plane.copy_(x[xs])
+        if not plane_taps[0].whole_plane:
+            g_plane.zero_()
+        for n, t in enumerate(plane_taps):
+            if uniform:
+                mask = _tie_mask(x_plane[t.within], m[t.out], buf[t.out], has_nan)
+            else:
+                mask = torch.eq(selected[t.out], t.tap, out=buf[t.out])
+            dst, overwrite = g_plane[t.within], n == 0 and t.whole_plane
+            if float_mask and overwrite:
+                torch.mul(value[t.out], mask, out=dst)
+            elif float_mask:
+                dst.addcmul_(value[t.out], mask)
+            elif overwrite:
+                dst.copy_(torch.where(mask, value[t.out], 0.0))
+            else:
+                dst.add_(torch.where(mask, value[t.out], 0.0))
+        if strided:
+            gx[xs] = g_plane
+    return gx
+
+
+def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
+            ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
+    """The pool's associated Jacobian applied to ``v`` (shape of ``x``): per output, the mean of
+    ``v`` over the window's tie set (``"uniform"``) or ``v`` at the selected tap. It is the JVP
+    of the forward and the transpose of :func:`backward` (so also its derivative in ``grad``)."""
+    taps = _taps(ah, aw)
+    planes, vplanes = _phases(x, ah, aw, taps), _phases(v, ah, aw, taps)
+    uniform = ties == "uniform"
+    has_nan = uniform and _has_nan(m)
+    acc = torch.zeros(m.shape, dtype=v.dtype, device=v.device)
+    for t in taps:
+        if uniform:
+            mask = planes[t.src] == m[t.out]
+            if has_nan:
+                mask |= planes[t.src].isnan()
+        else:
+            mask = aux[t.out] == t.tap
+        acc[t.out].add_(torch.where(mask, vplanes[t.src], 0.0))
+    if not uniform:
+        return acc
+    return _shares(acc, aux, ah.kernel * aw.kernel, ah.has_empty_window() or aw.has_empty_window())
+
+
+def flat_indices(aux: torch.Tensor, ah: PoolAxis, aw: PoolAxis) -> torch.Tensor:
+    """PyTorch-style ``return_indices``: flat index ``ih * W + iw`` of each output's selected tap
+    (``aux`` from a ``"first"``/``"last"`` forward), ``int64``; -1 for an all-padding window."""
+    tap = aux.long()
+    i, j = tap.div(aw.kernel, rounding_mode="floor"), tap.remainder(aw.kernel)
+    oh = torch.arange(ah.out, device=aux.device).view(-1, 1)
+    ow = torch.arange(aw.out, device=aux.device)
+    ih = oh * ah.stride - ah.padding + i * ah.dilation
+    iw = ow * aw.stride - aw.padding + j * aw.dilation
+    return torch.where(tap >= 0, ih * aw.size + iw, -1)

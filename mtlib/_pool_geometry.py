@@ -1,0 +1,73 @@
+"""Window geometry of a 2-d max pool, shared by the PyTorch and Triton backends.
+
+A pool over an ``(N, C, H, W)`` tensor is described by one :class:`PoolAxis` per spatial axis.
+Output ``o`` of an axis reads the *taps* ``o * stride + i * dilation - padding`` for
+``i = 0 .. kernel - 1``; a tap outside ``[0, size)`` lies in the padding and is never read, so
+padding holds no value and never receives gradient. A window's taps are scanned in row-major
+order (``tap = i * kernel_w + j``), the order PyTorch's kernels use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """Number of windows along one axis, with PyTorch's rule (``pooling_output_shape``).
+
+    In ceil mode a last, partial window is kept only if it starts inside the input or the left
+    padding.
+
+    Examples:
+        >>> pool_output_size(5, 2, 2, 0, 1, False), pool_output_size(5, 2, 2, 0, 1, True)
+        (2, 3)
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class PoolAxis:
+    """One spatial axis of a pool: input size, window parameters and output size."""
+
+    size: int
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int
+    out: int
+
+    def shift(self, i: int) -> int:
+        """Input index read by tap ``i`` of window 0 (negative inside the left padding)."""
+        return i * self.dilation - self.padding
+
+    def outputs_reading(self, i: int) -> tuple[int, int]:
+        """Range ``[lo, hi)`` of outputs whose tap ``i`` lies inside the input (may be empty)."""
+        c, s = self.shift(i), self.stride
+        lo = max(0, -(c // s))
+        hi = min(self.out, -((c - self.size) // s))
+        return lo, max(lo, hi)
+
+    def has_empty_window(self) -> bool:
+        """Whether some output's taps all lie in the padding (possible with dilation > 1)."""
+        covered = 0
+        for lo, hi in sorted(self.outputs_reading(i) for i in range(self.kernel)):
+            if hi == lo:
+                continue
+            if lo > covered:
+                return True
+            covered = max(covered, hi)
+        return covered < self.out
+
+
+def pool_axes(spatial: tuple[int, int], kernel, stride, padding, dilation,
+              ceil_mode: bool) -> tuple[PoolAxis, PoolAxis]:
+    """The two :class:`PoolAxis` of a 2-d pool (arguments are pairs, already validated)."""
+    return tuple(
+        PoolAxis(L, k, s, p, d, pool_output_size(L, k, s, p, d, ceil_mode))
+        for L, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)
+    )

@@ -1,0 +1,289 @@
+"""A census of PyTorch's derivatives at kinks: is each one an associated gradient?
+
+Despres (2024, Sec 5) concludes that the gradient PyTorch's autodiff returns is always an
+associated gradient (Def 1, eq 7) of some piecewise representation of the function. The
+census checks that claim op by op on the installed torch: :func:`run` evaluates every op of
+``mtlib._census_cases.CASES`` at one of its nonsmooth points, in reverse mode (backward) and
+forward mode (``torch.func.jvp``), names the rule it follows and judges it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch.func import jvp
+
+from mtlib._census_cases import CASES, KINDS, Case
+from mtlib.kinkcheck import one_sided
+from mtlib.policy import tie_policy
+from mtlib.ties import check_tangent, max_weights
+
+__all__ = ["Case", "CensusRecord", "format_jacobian", "kink_derivatives", "relu_formulations", "run",
+           "to_frame"]
+
+_ATOL = 1e-6
+_EPS = 2.0**-27  # one-sided difference step: error ~1e-8 on the smooth pieces (elu, hardswish)
+
+
+@dataclass(frozen=True)
+class CensusRecord:
+    """What the census found for one op at one kink.
+
+    Attributes:
+        op: the call, as written in PyTorch.
+        kink: the nonsmooth point where it was evaluated.
+        reverse: the Jacobian from backward, as rows (one per output).
+        forward: the Jacobian from ``torch.func.jvp``, or ``None`` without forward AD.
+        rule: which associated gradient ``reverse`` is (and ``forward``, when they differ).
+        valid: ``reverse`` is an associated gradient (tangent condition, eq 15; any real
+            number for a one-variable kink, whose piece is the point itself, Sec 4.1).
+        clarke: ``reverse`` also lies in Clarke's generalized gradient (a convex combination
+            of the neighbouring pieces' gradients).
+        forward_valid: ``forward`` is an associated gradient (``None`` without forward AD).
+        agree: forward and reverse modes return the same numbers (``None`` without forward AD).
+    """
+
+    op: str
+    kink: str
+    reverse: tuple[tuple[float, ...], ...]
+    forward: tuple[tuple[float, ...], ...] | None
+    rule: str
+    valid: bool
+    clarke: bool
+    forward_valid: bool | None
+    agree: bool | None
+
+
+def _reverse(f: Callable, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    y = f(x).reshape(-1)
+    rows = []
+    for k in range(y.numel()):
+        (g,) = torch.autograd.grad(y[k], x, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(x) if g is None else g)
+    return torch.stack(rows)
+
+
+def _forward(f: Callable, x: torch.Tensor) -> torch.Tensor | None:
+    cols = []
+    for e in torch.eye(x.numel(), dtype=x.dtype):
+        try:
+            cols.append(jvp(lambda v: f(v).reshape(-1), (x,), (e,))[1])
+        except NotImplementedError:
+            return None
+    return torch.stack(cols, dim=1)
+
+
+def _elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
+    """One variable, Sec 4.1: any finite value is associated; Clarke's set is [L, R]."""
+    v = float(g[0, 0])
+    if v != v:
+        return False, False, "nan"
+    left, right = one_sided(lambda t: case.f(t).reshape(()), x, torch.ones_like(x), _EPS)
+    lo, hi = min(left, right), max(left, right)
+    if hi - lo <= _ATOL:
+        exact = abs(v - left) <= _ATOL
+        return True, exact, f"{'' if exact else 'not '}the derivative (smooth here)"
+    lam = (v - right) / (left - right)
+    names = {1.0: "left piece", 0.0: "right piece", 0.5: "mean of the two pieces"}
+    rule = next((n for c, n in names.items() if abs(lam - c) <= _ATOL), None)
+    if rule is None:
+        rule = f"{lam:.3g} left + {1 - lam:.3g} right" if 0 <= lam <= 1 else f"outside [{lo:g}, {hi:g}]"
+    return True, lo - _ATOL <= v <= hi + _ATOL, rule
+
+
+def _tie_rule(mask: torch.Tensor, w: torch.Tensor) -> str:
+    y = torch.where(mask, 0.0, -1.0).to(torch.float64)
+    if int(mask.sum()) == 1:
+        return "unique"
+    for name in ("first", "last", "uniform"):
+        if torch.allclose(w, max_weights(y, name), atol=_ATOL, rtol=0):
+            return name
+    if bool(((w - 1).abs() <= _ATOL).sum() == 1) and float(w.abs().sum()) <= 1 + _ATOL:
+        return f"index {int(w.argmax())}"
+    return "weights (" + ", ".join(f"{v:.3g}" for v in w[mask].tolist()) + ")"
+
+
+def _ties(masks: torch.Tensor, signs: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
+    """Order statistics, eq 15: weights ``w = signs * g`` vanish off the tie set, sum to 1."""
+    if not bool(torch.isfinite(g).all()):
+        return False, False, "nan"
+    w = g * signs
+    y = torch.where(masks, 0.0, -1.0).to(torch.float64)
+    valid = all(bool(check_tangent(y[k], w[k], atol=_ATOL)) for k in range(len(w)))
+    clarke = all(bool(check_tangent(y[k], w[k], atol=_ATOL, convex=True)) for k in range(len(w)))
+    rules = [_tie_rule(masks[k], w[k]) for k in range(len(w))]
+    named = set(rules) - {"unique"} or {"unique"}
+    rule = named.pop() if len(named) == 1 else "per output: " + ", ".join(rules)
+    return valid, clarke, rule
+
+
+def _ball(case: Case, g: torch.Tensor) -> tuple[bool, bool, str]:
+    """A norm at 0: the piece is the point {0}; Clarke's set is the dual unit ball."""
+    if not bool(torch.isfinite(g).all()):
+        return False, False, "nan"
+    size = float(case.norm(g[0]))
+    if size <= _ATOL:
+        return True, True, "0, centre of the dual ball"
+    where = "boundary" if abs(size - 1) <= _ATOL else ("interior" if size < 1 else "outside")
+    return True, size <= 1 + _ATOL, f"{where} of the dual ball"
+
+
+def _windows(f: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Tie sets of a pooling-like op at ``x``: output k depends on input j if bumping it moves k."""
+    y = f(x).reshape(-1)
+    bumps = torch.eye(x.numel(), dtype=x.dtype)
+    return torch.stack([(f(x + e).reshape(-1) != y) | (f(x - e).reshape(-1) != y) for e in bumps], dim=1)
+
+
+def _judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
+    if case.kind == "elementwise":
+        return _elementwise(case, x, g)
+    if case.kind == "ball":
+        return _ball(case, g)
+    with torch.no_grad():
+        masks = _windows(case.f, x) if case.kind == "windows" else torch.tensor(case.masks)
+    signs = torch.tensor(case.signs or (1.0,) * x.numel(), dtype=g.dtype)
+    return _ties(masks, signs, g)
+
+
+def _rows(jac: torch.Tensor) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(row) for row in jac.tolist())
+
+
+def _record(case: Case) -> CensusRecord:
+    x = torch.tensor(case.x, dtype=torch.float64)
+    rev = _reverse(case.f, x)
+    fwd = _forward(case.f, x)
+    valid, clarke, rule = _judge(case, x, rev)
+    forward_valid = agree = None
+    if fwd is not None:
+        forward_valid, _, forward_rule = _judge(case, x, fwd)
+        agree = bool(torch.allclose(rev, fwd, atol=_ATOL, rtol=0, equal_nan=True))
+        if not agree:
+            rule = f"reverse: {rule}; forward: {forward_rule}"
+    return CensusRecord(case.op, case.kink, _rows(rev), None if fwd is None else _rows(fwd),
+                        rule, valid, clarke, forward_valid, agree)
+
+
+def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
+    """Run the census: one :class:`CensusRecord` per :class:`Case` (default: PyTorch's ops).
+
+    For each op at its kink ``x``: the Jacobian from backward and from ``torch.func.jvp``
+    (float64), the rule it follows and three verdicts. One variable (Sec 4.1): every finite
+    value is an associated derivative (the point is a piece with ``f^3(x) = z x``), and it is
+    Clarke-valid iff it lies between the one-sided derivatives, the rule naming the piece it
+    copies. Ties of max/min/order statistics (Sec 4.2-4.3): associated iff the weights vanish
+    off the tie set and sum to 1 on it (:func:`mtlib.check_tangent`, eq 15), Clarke-valid iff
+    moreover non-negative; the rule is ``first``, ``last``, ``uniform`` (eq 20),
+    ``index k`` or the weights. Norms at 0: associated iff finite, Clarke-valid iff in the
+    dual unit ball. NaN is never valid.
+
+    Args:
+        cases: the ops and kinks to visit; ``None`` for the built-in list
+            ``mtlib._census_cases.CASES`` (about 65 PyTorch ops). Pass your own
+            :class:`Case` objects to census your own functions.
+
+    Returns:
+        A list of :class:`CensusRecord`, in the order of the cases.
+
+    Raises:
+        TypeError: an entry of ``cases`` is not a :class:`Case`.
+        ValueError: a case has an unknown ``kind``, lacks its ``masks``/``norm``, or is
+            ``"elementwise"`` with more than one coordinate.
+
+    Examples:
+        >>> from mtlib.activations import relu_z
+        >>> run([Case("relu_z(x, 0.25)", "x = 0", lambda x: relu_z(x, 0.25), (0.0,))])[0].rule
+        '0.75 left + 0.25 right'
+        >>> rec = {(r.op, r.kink): r for r in run()}
+        >>> rec["torch.relu", "x = 0"].reverse, rec["torch.amax(x)", "x = (0, 0, 0)"].rule
+        (((0.0,),), 'uniform')
+
+    References:
+        Despres (2024), Def 1, Sec 4.1-4.4, Sec 5; Clarke (1990).
+    """
+    cases = CASES if cases is None else list(cases)
+    for i, case in enumerate(cases):
+        if not isinstance(case, Case):
+            raise TypeError(f"run: `cases[{i}]` must be a Case, got {type(case).__name__}")
+        if case.kind not in KINDS:
+            raise ValueError(f"run: `cases[{i}].kind` must be one of {KINDS}, got {case.kind!r}")
+        if case.kind == "elementwise" and len(case.x) != 1:
+            raise ValueError(f"run: `cases[{i}]` of kind 'elementwise' needs a point with one "
+                             f"coordinate, got {len(case.x)}")
+        if (case.kind, case.masks) == ("ties", None) or (case.kind, case.norm) == ("ball", None):
+            raise ValueError(f"run: `cases[{i}]` of kind {case.kind!r} needs its "
+                             f"`{'masks' if case.kind == 'ties' else 'norm'}`")
+    return [_record(case) for case in cases]
+
+
+def _fmt(v: float) -> str:
+    return "nan" if v != v else f"{round(v, 4) + 0.0:g}"
+
+
+def format_jacobian(rows: tuple[tuple[float, ...], ...] | None) -> str:
+    """``"0.5"`` for a 1x1 Jacobian, ``"(1, 0)"`` for one row, rows joined by ``"; "``, 4 digits.
+
+    Examples:
+        >>> format_jacobian(((1.0, 0.0), (1 / 3, -0.0)))
+        '(1, 0); (0.3333, 0)'
+    """
+    if rows is None:
+        return "n/a"
+    if len(rows) == 1 and len(rows[0]) == 1:
+        return _fmt(rows[0][0])
+    return "; ".join("(" + ", ".join(_fmt(v) for v in row) + ")" for row in rows)
+
+
+def to_frame(records: list[CensusRecord]) -> pd.DataFrame:
+    """The census as a table: Jacobians formatted by :func:`format_jacobian`, one row per record."""
+    data = [
+        {"op": r.op, "kink": r.kink, "reverse": format_jacobian(r.reverse),
+         "forward": format_jacobian(r.forward), "rule": r.rule, "valid": r.valid,
+         "clarke": r.clarke, "forward valid": r.forward_valid, "agree": r.agree}
+        for r in records
+    ]
+    return pd.DataFrame(data)
+
+
+def relu_formulations() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Four ways of writing ``relu(x) = max(x, 0)``: the same function, different derivatives at 0.
+
+    Examples:
+        >>> sorted(relu_formulations())
+        ['(x + |x|) / 2', 'torch.clamp(x, min=0)', 'torch.maximum(x, 0)', 'torch.relu(x)']
+    """
+    return {
+        "torch.relu(x)": torch.relu,
+        "torch.clamp(x, min=0)": lambda x: torch.clamp(x, min=0),
+        "torch.maximum(x, 0)": lambda x: torch.maximum(x, torch.zeros_like(x)),
+        "(x + |x|) / 2": lambda x: (x + torch.abs(x)) / 2,
+    }
+
+
+def kink_derivatives(functions: Mapping[str, Callable], x: float = 0.0) -> pd.DataFrame:
+    """Reverse-mode derivative of each scalar function at ``x``: PyTorch's, then under each rule.
+
+    Columns ``PyTorch``, ``first``, ``last``, ``uniform``; the last three computed inside
+    :func:`mtlib.policy.tie_policy`.
+
+    Examples:
+        >>> kink_derivatives(relu_formulations()).loc["torch.relu(x)"].tolist()
+        [0.0, 1.0, 0.0, 0.5]
+    """
+    def derivative(f: Callable, rule: str | None) -> float:
+        t = torch.tensor([x], dtype=torch.float64, requires_grad=True)
+        if rule is None:
+            return float(torch.autograd.grad(f(t).sum(), t)[0])
+        with tie_policy(rule):
+            return float(torch.autograd.grad(f(t).sum(), t)[0])
+
+    rules = {"PyTorch": None, "first": "first", "last": "last", "uniform": "uniform"}
+    table = pd.DataFrame({col: [derivative(f, r) for f in functions.values()] for col, r in rules.items()},
+                         index=list(functions))
+    table.index.name = "formulation"
+    return table

@@ -1,0 +1,314 @@
+"""Tie-aware max pooling: PyTorch's ``max_pool1d/2d`` with a chosen associated gradient.
+
+Where two or more entries of a pooling window are equal to its max, max pooling is not
+differentiable and autograd must pick a gradient. Every sensible pick is an associated gradient
+(Def 1, eq 7) of one piecewise representation of ``max`` (Sec 4.3); the paper's Sec 4.4 shows
+that PyTorch's ``MaxPool1d`` picks the first maximal entry, which gives the null function
+``f(t) = maxpool1d(t, 4t) - maxpool1d(4t, t)`` the derivative -3 at ``t = 0``. Here ``ties``
+names the rule, per window ``w`` with upstream gradient ``g_w`` and tie set ``T_w`` (entries
+equal to the window max):
+
+* ``"first"``: ``g_w`` to the first entry of ``T_w`` in row-major window order, exactly
+  PyTorch's gradient (representation (17)-(18));
+* ``"last"``: ``g_w`` to the last entry of ``T_w`` (the mirror image);
+* ``"uniform"``: ``g_w / |T_w|`` to every entry of ``T_w``, the symmetrised associated gradient
+  (19)-(20) of the paper applied window by window; it gives ``f'(0) = 0`` in Sec 4.4.
+
+Overlapping windows add their contributions; padding holds no value and receives nothing.
+A NaN in a window makes its output NaN, as in PyTorch; its tie set is then the window's NaN
+entries: ``"first"`` sends the gradient to the *last* NaN (PyTorch's ``v > max or isnan(v)``
+scan), ``"last"`` to the first NaN, ``"uniform"`` splits it among all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import numbers
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtlib._maxpool_op import pool_ties
+from mtlib._maxpool_ref import flat_indices
+from mtlib._pool_geometry import pool_axes
+from mtlib._validate import check_positive, check_tensor, check_ties
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _int_tuple(fn: str, name: str, value, n: int) -> tuple[int, ...]:
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(items) == 1:
+        items = items * n
+    if len(items) != n or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                              for v in items):
+        raise TypeError(f"{fn}: `{name}` must be an int or a tuple of {n} ints, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+@dataclass(frozen=True)
+class _PoolArgs:
+    """Validated pooling arguments, one entry per spatial dimension."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+    ties: str
+    backend: str
+
+    def as_2d(self) -> list[list[int]]:
+        """Kernel, stride, padding, dilation as pairs (a 1-d pool is a 2-d one of height 1)."""
+        pad = (1, 1, 0, 1)
+        return [[p] * (2 - len(v)) + list(v)
+                for v, p in zip((self.kernel, self.stride, self.padding, self.dilation), pad)]
+
+
+def _pool_args(fn, n, kernel_size, stride, padding, dilation, ceil_mode, return_indices, ties,
+               backend) -> _PoolArgs:
+    kernel = _int_tuple(fn, "kernel_size", kernel_size, n)
+    default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    stride = kernel if default_stride else _int_tuple(fn, "stride", stride, n)
+    padding = _int_tuple(fn, "padding", padding, n)
+    dilation = _int_tuple(fn, "dilation", dilation, n)
+    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        for v in values:
+            check_positive(fn, name, v)
+    if any(p < 0 for p in padding):
+        raise ValueError(f"{fn}: `padding` must be >= 0, got {padding}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(
+            f"{fn}: `padding` must be at most half of `kernel_size`, got padding={padding} "
+            f"for kernel_size={kernel}")
+    check_ties(fn, ties)
+    if return_indices and ties == "uniform":
+        raise ValueError(
+            f"{fn}: `return_indices` needs one selected entry per window, so it is not "
+            "available with ties='uniform'; use ties='first' or 'last'")
+    if backend not in BACKENDS:
+        raise ValueError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
+    return _PoolArgs(kernel, stride, padding, dilation, bool(ceil_mode), ties, backend)
+
+
+def _check_input(fn: str, x, n: int) -> None:
+    check_tensor(fn, "input", x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn}: `input` must have dtype float16, bfloat16, float32 or float64, "
+                        f"got {x.dtype}")
+    dims = "(C, L) or (N, C, L)" if n == 1 else "(C, H, W) or (N, C, H, W)"
+    if x.dim() not in (n + 1, n + 2):
+        raise ValueError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
+                         f"got shape {tuple(x.shape)}")
+    if 0 in x.shape[-n - 1:]:
+        raise ValueError(f"{fn}: `input` needs non-empty channel and spatial dimensions, "
+                         f"got shape {tuple(x.shape)}")
+
+
+def _backend(fn: str, backend: str, x: torch.Tensor) -> str:
+    if backend == "auto":
+        return "triton" if x.is_cuda and _triton_installed() else "torch"
+    if backend == "triton" and not _triton_installed():
+        raise ImportError(f"{fn}: backend='triton' needs the `triton` package")
+    if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"{fn}: backend='triton' runs on CUDA tensors (or on CPU with "
+                         f"TRITON_INTERPRET=1 set before triton is imported), got a "
+                         f"{x.device.type} tensor")
+    return backend
+
+
+def _pool(fn: str, n: int, x, args: _PoolArgs, return_indices: bool, counts_only=False):
+    _check_input(fn, x, n)
+    kernel, stride, padding, dilation = args.as_2d()
+    batch = x.shape[0] if x.dim() == n + 2 else 1
+    x4 = x.reshape(batch, x.shape[-n - 1], *([1] * (2 - n)), *x.shape[-n:])
+    ah, aw = pool_axes(tuple(x4.shape[2:]), kernel, stride, padding, dilation, args.ceil_mode)
+    if ah.out <= 0 or aw.out <= 0:
+        raise ValueError(
+            f"{fn}: `input` of spatial size {tuple(x.shape[-n:])} is too small for "
+            f"kernel_size={args.kernel}, stride={args.stride}, padding={args.padding}, "
+            f"dilation={args.dilation}: the output size would be {(ah.out, aw.out)[2 - n:]}")
+    native = (args.ties == "first" and args.backend == "auto" and not counts_only
+              and not (ah.has_empty_window() or aw.has_empty_window()))
+    if native:
+        pool = F.max_pool1d if n == 1 else F.max_pool2d
+        return pool(x, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode,
+                    return_indices)
+    out, aux = pool_ties(x4, kernel, stride, padding, dilation, args.ceil_mode, args.ties,
+                         _backend(fn, args.backend, x))
+    shape = (*x.shape[:-n], *(ah.out, aw.out)[2 - n:])
+    if counts_only:
+        return aux.reshape(shape)
+    if return_indices:
+        return out.reshape(shape), flat_indices(aux, ah, aw).reshape(shape)
+    return out.reshape(shape)
+
+
+_ARGS_DOC = """
+    Args:
+        input: ``(N, C, {dims})`` or ``(C, {dims})`` tensor, float16/bfloat16/float32/float64.
+        kernel_size, stride, padding, dilation, ceil_mode, return_indices: as in
+            ``torch.nn.functional.{torch_fn}`` (``stride`` defaults to ``kernel_size``;
+            ``padding``, at most half the kernel, adds positions that are never selected;
+            ``return_indices`` gives the flat index of the entry that receives each output's
+            gradient, -1 for a window lying entirely in the padding).
+        ties: ``"first"`` (PyTorch's gradient), ``"last"`` or ``"uniform"`` (eq 20 per window).
+        backend: ``"auto"`` (PyTorch's own kernel for ``"first"``; Triton on CUDA when
+            installed, else the vectorized PyTorch path), ``"torch"`` or ``"triton"``.
+
+    Returns:
+        The pooled tensor, and with ``return_indices`` the ``int64`` indices.
+
+    Raises:
+        TypeError: ``input`` is not a floating tensor, or a size argument is not an int/tuple.
+        ValueError: wrong rank, ``kernel_size``/``stride``/``dilation`` <= 0, ``padding`` < 0 or
+            above half the kernel, an output size <= 0, unknown ``ties`` or ``backend``,
+            ``return_indices`` with ``ties="uniform"``.
+
+    References:
+        Despres (2024), Sec 4.3 (eqs 17-20) and Sec 4.4; book chapter ``maxpool``.
+"""
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, ties="first", backend="auto"):
+    """2-d max pooling with a tie rule for the gradient (Sec 4.3, eq 20; Sec 4.4).
+
+    Values equal ``torch.nn.functional.max_pool2d`` (as numbers: where ``+0`` and ``-0`` tie
+    for a max, the PyTorch backend may return the other zero). For window ``w`` with tie set
+    ``T_w`` the gradient is
+
+    .. math::
+
+        \\frac{\\partial L}{\\partial x_p} = \\sum_{w \\ni p} g_w \\, \\omega_w(p), \\qquad
+        \\omega_w(p) = \\frac{[p \\in T_w]}{|T_w|} \\ (\\text{uniform}),
+
+    or ``omega_w`` one-hot on the first / last entry of ``T_w`` in row-major window order.
+    The forward saves the window max and an integer tie count (or selected tap) per output;
+    the backward is deterministic (no atomics).
+    {args}
+    Examples:
+        >>> x = torch.zeros(1, 2, 2, requires_grad=True)
+        >>> max_pool2d(x, 2, ties="uniform").backward()
+        >>> x.grad.tolist()
+        [[[0.25, 0.25], [0.25, 0.25]]]
+    """
+    args = _pool_args("max_pool2d", 2, kernel_size, stride, padding, dilation, ceil_mode,
+                      return_indices, ties, backend)
+    return _pool("max_pool2d", 2, input, args, return_indices)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, ties="first", backend="auto"):
+    """1-d max pooling with a tie rule for the gradient (Sec 4.3, eq 20; Sec 4.4).
+
+    The 1-d case of :func:`max_pool2d`. With it the paper's Sec 4.4 example
+    ``f(t) = maxpool1d(t, 4t) - maxpool1d(4t, t)`` (window 2, stride 1) has ``f'(0) = -3``
+    under PyTorch's rule and the true ``0`` under ``"uniform"``: ``(1/2, 1/2) . (1, 4) -
+    (1/2, 1/2) . (4, 1) = 0``.
+    {args}
+    Examples:
+        >>> t = torch.zeros(1, requires_grad=True)
+        >>> def f(ties):
+        ...     a = max_pool1d(torch.cat([t, 4 * t]).view(1, 2), 2, 1, ties=ties)
+        ...     return (a - max_pool1d(torch.cat([4 * t, t]).view(1, 2), 2, 1, ties=ties)).sum()
+        >>> [torch.autograd.grad(f(rule), t)[0].item() for rule in ("first", "uniform")]
+        [-3.0, 0.0]
+    """
+    args = _pool_args("max_pool1d", 1, kernel_size, stride, padding, dilation, ceil_mode,
+                      return_indices, ties, backend)
+    return _pool("max_pool1d", 1, input, args, return_indices)
+
+
+max_pool2d.__doc__ = max_pool2d.__doc__.replace(
+    "{args}", _ARGS_DOC.format(dims="H, W", torch_fn="max_pool2d"))
+max_pool1d.__doc__ = max_pool1d.__doc__.replace(
+    "{args}", _ARGS_DOC.format(dims="L", torch_fn="max_pool1d"))
+
+
+def window_tie_counts(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                      *, backend="auto") -> torch.Tensor:
+    """Number of entries equal to the max in each 2-d pooling window: ``|T_w|`` of eq 20.
+
+    A count above 1 marks a window where the tie rule matters (the max is not differentiable
+    there). Padding is never counted; a window lying entirely in the padding counts 0. For a
+    1-d pool pass ``input.unsqueeze(-2)`` and ``kernel_size=(1, k)``.
+
+    Args:
+        input, kernel_size, stride, padding, dilation, ceil_mode, backend: as in
+            :func:`max_pool2d`.
+
+    Returns:
+        ``int32`` tensor of the pooled shape (no gradient).
+
+    Raises:
+        TypeError, ValueError: as :func:`max_pool2d`.
+
+    Examples:
+        >>> window_tie_counts(torch.tensor([[[1.0, 1.0, 0.0, 2.0]]]), (1, 2)).tolist()
+        [[[2, 1]]]
+
+    References:
+        Despres (2024), Sec 4.3, eq 20; book chapter ``training`` (tie statistics).
+    """
+    args = _pool_args("window_tie_counts", 2, kernel_size, stride, padding, dilation, ceil_mode,
+                      False, "uniform", backend)
+    with torch.no_grad():
+        return _pool("window_tie_counts", 2, input, args, False, counts_only=True)
+
+
+class _MaxPoolNd(torch.nn.Module):
+    _fn = staticmethod(max_pool2d)
+    _dims = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False, *, ties="first", backend="auto"):
+        super().__init__()
+        name = type(self).__name__
+        _pool_args(name, self._dims, kernel_size, stride, padding, dilation, ceil_mode,
+                   return_indices, ties, backend)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
+        self.ties, self.backend = ties, backend
+
+    def forward(self, input):
+        return self._fn(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                        self.ceil_mode, self.return_indices, ties=self.ties, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}, ties={self.ties!r}")
+
+
+class MaxPool2d(_MaxPoolNd):
+    """``torch.nn.MaxPool2d`` with ``ties`` (and ``backend``): see :func:`max_pool2d`.
+
+    Examples:
+        >>> pool = MaxPool2d(3, stride=2, padding=1, ties="uniform")
+        >>> pool(torch.ones(1, 4, 4)).shape
+        torch.Size([1, 2, 2])
+    """
+
+
+class MaxPool1d(_MaxPoolNd):
+    """``torch.nn.MaxPool1d`` with ``ties`` (and ``backend``): see :func:`max_pool1d`.
+
+    Examples:
+        >>> pool = MaxPool1d(2, stride=1, ties="uniform")
+        >>> x = torch.zeros(1, 2, requires_grad=True)
+        >>> pool(x).sum().backward()
+        >>> x.grad.tolist()
+        [[0.5, 0.5]]
+    """
+
+    _fn = staticmethod(max_pool1d)
+    _dims = 1

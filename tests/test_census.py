@@ -1,0 +1,154 @@
+"""The census of PyTorch's kink rules: pinned findings on torch 2.13 and the judges."""
+
+import pytest
+import torch
+
+from mtlib.activations import relu_z
+from mtlib.census import (Case, CensusRecord, format_jacobian, kink_derivatives, relu_formulations, run,
+                          to_frame)
+from mtlib.kinkcheck import kinkcheck
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def records():
+    return {(r.op, r.kink): r for r in run()}
+
+
+def _ops(records, pred):
+    return sorted(op for (op, _), r in records.items() if pred(r))
+
+
+def test_records_are_complete_and_unique(records):
+    assert len(records) == len(run()) >= 60
+    assert all(isinstance(r, CensusRecord) for r in records.values())
+    assert all(len(r.reverse) >= 1 and all(len(row) >= 1 for row in r.reverse) for r in records.values())
+
+
+def test_pinned_rules(records):
+    assert records["torch.relu", "x = 0"].reverse == ((0.0,),)
+    assert records["torch.relu", "x = 0"].rule == "left piece"
+    assert records["torch.abs", "x = 0"].reverse == ((0.0,),)
+    assert records["torch.clamp(x, 0, 6)", "x = 6"].reverse == ((1.0,),)
+    assert records["F.relu6", "x = 6"].reverse == ((0.0,),)
+    assert records["torch.amax(x)", "x = (0, 0, 0)"].reverse == ((1 / 3,) * 3,)
+    assert records["torch.max(x, dim=0)", "x = (0, 0, 0)"].rule == "first"
+    assert records["torch.median(x, dim=0)", "x = (0, 0, 0)"].rule == "index 1"
+    assert records["torch.maximum(x, y)", "x = y = 0"].rule == "uniform"
+    assert records["torch.mode(x)", "x = (0, 0, 0)"].rule == "last"
+    assert records["torch.cummax(x, 0)", "x = (0, 0, 0)"].rule == "last"
+    assert records["torch.sort(x)", "x = (0, 0, 0)"].rule == "per output: first, index 1, last"
+    assert records["torch.quantile(x, 0.25)", "x = (0, 0, 0)"].rule == "weights (0.5, 0.5, 0)"
+    assert records["F.selu", "x = 0"].rule == "left piece"
+    assert records["F.celu(x, 0.5)", "x = 0"].rule == "the derivative (smooth here)"
+    assert records["torch.linalg.matrix_norm(X, 'nuc')", "x = 0"].reverse == ((1.0, 0.0, 0.0, 1.0),)
+    assert records["torch.linalg.vector_norm(x, inf)", "x = (1, -1)"].rule == "uniform"
+    assert records["F.embedding_bag(mode='max')", "all-zero bag"].forward is None
+    for op in ("F.max_pool1d(x, 2, stride=1)", "F.max_pool2d(x, 2)", "F.max_pool3d(x, 2)",
+               "F.adaptive_max_pool2d(x, 1)", "F.fractional_max_pool2d(x, 2, 1)"):
+        assert next(r for (o, _), r in records.items() if o == op).rule == "first"
+
+
+def test_forward_reverse_disagreements(records):
+    assert _ops(records, lambda r: r.agree is False) == [
+        "F.lp_pool1d(x, 2, 2)", "F.prelu(x, 0.25)", "scatter_reduce('amax', include_self=False)",
+        "torch.clamp(x, max=y)", "torch.clamp(x, min=y)", "torch.fmax(x, y)",
+    ]
+    prelu = records["F.prelu(x, 0.25)", "x = 0"]
+    assert (prelu.reverse, prelu.forward) == (((0.25,),), ((1.0,),))
+    assert prelu.rule == "reverse: left piece; forward: right piece"
+    clamp = records["torch.clamp(x, min=y)", "x = y = 0"]
+    assert (clamp.reverse, clamp.forward) == (((1.0, 0.0),), ((0.0, 1.0),))
+    assert records["torch.clamp_min(x, y)", "x = y = 0"].agree
+
+
+def test_invalid_records(records):
+    assert _ops(records, lambda r: not r.valid) == [
+        "scatter_reduce('amax', include_self=False)", "torch.logsumexp(x, 0)"]
+    forward_invalid = _ops(records, lambda r: r.forward_valid is False)
+    assert forward_invalid == ["F.lp_pool1d(x, 2, 2)", "torch.logsumexp(x, 0)"]
+    scatter = records["scatter_reduce('amax', include_self=False)", "src = (0, 0, 0), self = 0"]
+    assert scatter.reverse == ((0.25, 0.25, 0.25),) and sum(scatter.reverse[0]) == 0.75
+    assert _ops(records, lambda r: r.valid and not r.clarke) == []
+
+
+def test_elementwise_verdicts_match_kinkcheck(records):
+    from mtlib._census_cases import CASES
+
+    for case in CASES:
+        if case.kind == "elementwise":
+            report = kinkcheck(lambda t, f=case.f: f(t).reshape(()), torch.tensor(case.x, dtype=F64))
+            assert report.section_ok == records[case.op, case.kink].clarke, case.op
+
+
+@pytest.mark.parametrize(
+    ("z", "rule", "clarke"),
+    [(0.25, "0.75 left + 0.25 right", True), (0.5, "mean of the two pieces", True),
+     (2.0, "outside [0, 1]", False), (float("nan"), "nan", False)],
+)
+def test_elementwise_judge(z, rule, clarke):
+    (rec,) = run([Case("relu_z", "x = 0", lambda x: relu_z(x, z), (0.0,))])
+    assert (rec.rule, rec.clarke, rec.valid) == (rule, clarke, z == z)
+
+
+def test_elementwise_judge_at_a_smooth_point():
+    good, bad = run([Case("relu_z", "x = 1", lambda x: relu_z(x, 0.5), (1.0,)),
+                     Case("x with gradient 0", "x = 1", lambda x: x.detach() + 0 * x, (1.0,))])
+    assert (good.rule, good.clarke) == ("the derivative (smooth here)", True)
+    assert (bad.rule, bad.clarke, bad.valid) == ("not the derivative (smooth here)", False, True)
+
+
+def test_ties_judge_normal_component_and_bad_weights():
+    def with_grad(w):
+        w = torch.tensor(w, dtype=F64)
+        return lambda y: torch.amax(y).detach() + (w * (y - y.detach())).sum()
+
+    normal, doubled = run([
+        Case("normal", "x = 0", with_grad([1.5, -0.5]), (0.0, 0.0), "ties", ((True, True),)),
+        Case("doubled", "x = 0", with_grad([1.0, 1.0]), (0.0, 0.0), "windows"),
+    ])
+    assert normal.valid and not normal.clarke and normal.rule == "weights (1.5, -0.5)"
+    assert not doubled.valid and doubled.rule == "weights (1, 1)"
+
+
+def test_ball_judge():
+    ball = lambda g: torch.linalg.vector_norm(g, 2)  # noqa: E731
+    big = lambda x: 2 * torch.linalg.vector_norm(x) - torch.linalg.vector_norm(x).detach()  # noqa: E731
+    (rec,) = run([Case("2|x|", "x = 0", big, (0.0, 0.0), "ball", norm=ball)])
+    assert rec.valid and rec.clarke and rec.rule == "0, centre of the dual ball"
+    (out,) = run([Case("x.sum()", "x = 0", lambda x: 2 * x.sum(), (0.0, 0.0), "ball", norm=ball)])
+    assert out.valid and not out.clarke and out.rule == "outside of the dual ball"
+
+
+def test_run_rejects_bad_cases():
+    with pytest.raises(TypeError, match=r"`cases\[0\]` must be a Case, got tuple"):
+        run([("relu", "x = 0", torch.relu, (0.0,))])
+    with pytest.raises(ValueError, match=r"`cases\[0\].kind` must be one of"):
+        run([Case("relu", "x = 0", torch.relu, (0.0,), kind="kink")])
+    with pytest.raises(ValueError, match=r"`cases\[0\]` of kind 'ties' needs its `masks`"):
+        run([Case("max", "x = 0", torch.amax, (0.0, 0.0), kind="ties")])
+    with pytest.raises(ValueError, match=r"kind 'elementwise' needs a point with one coordinate, got 2"):
+        run([Case("relu", "x = 0", torch.relu, (0.0, 0.0))])
+    with pytest.raises(ValueError, match=r"`cases\[0\]` of kind 'ball' needs its `norm`"):
+        run([Case("norm", "x = 0", torch.linalg.vector_norm, (0.0, 0.0), kind="ball")])
+
+
+def test_frame_and_formatting(records):
+    frame = to_frame(list(records.values()))
+    assert list(frame.columns) == ["op", "kink", "reverse", "forward", "rule", "valid", "clarke",
+                                   "forward valid", "agree"]
+    assert len(frame) == len(records)
+    assert format_jacobian(None) == "n/a"
+    assert format_jacobian(((float("nan"), 2 / 3),)) == "(nan, 0.6667)"
+    assert format_jacobian(((-0.0,),)) == "0"
+
+
+def test_kink_derivatives_table():
+    table = kink_derivatives(relu_formulations())
+    assert table.columns.tolist() == ["PyTorch", "first", "last", "uniform"]
+    assert table["PyTorch"].tolist() == [0.0, 1.0, 0.5, 0.5]
+    for rule, value in {"first": 1.0, "last": 0.0, "uniform": 0.5}.items():
+        assert table[rule].tolist() == [value] * 4
+    away = kink_derivatives(relu_formulations(), x=-2.0)
+    assert (away.values == 0.0).all()
