@@ -39,7 +39,7 @@ def test_first_code_cell_installs_mtlib_and_picks_cuda(path):
     first = code_cells(nb)[0]
     source = "".join(first["source"])
     assert "colab-setup" in first["metadata"].get("tags", [])
-    assert "except ImportError:" in source and '%pip install -q "mtlib @ git+https://github.com/' in source
+    assert "except ImportError:" in source and '%pip install -q "mtlib[book] @ git+https://github.com/' in source
     assert 'device = "cuda" if torch.cuda.is_available() else "cpu"' in source
     assert "torch.set_default_dtype(torch.float64)" in source and "manual_seed" in source
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
