@@ -14,8 +14,8 @@ Command line (``make sweep NAME=boustany``)::
 
     python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]
 
-runs the sweep ``NAME`` registered in :mod:`mtlib.sweeps` (``boustany``, ``stampacchia``) and writes the
-executed notebooks and ``results.csv`` into ``DIR`` (default ``_build/sweeps/NAME``).
+runs the sweep ``NAME`` registered in :mod:`mtlib.sweeps` (``boustany``, ``stampacchia``,
+``training``) and writes the executed notebooks and ``results.csv`` into ``DIR`` (default ``_build/sweeps/NAME``).
 """
 
 from __future__ import annotations

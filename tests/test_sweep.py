@@ -1,5 +1,6 @@
 """Tests of mtlib.sweep and mtlib.sweeps: papermill grids, failure reports, the CSV, the command line."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -77,14 +78,49 @@ def test_cli_rejects_unknown_name(capsys):
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
-def test_registered_sweeps_point_at_notebooks_with_parameters():
-    for name, sw in sweeps.SWEEPS.items():
-        nb = nbformat.read(str(sweeps._REPO / sw.notebook), as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, name
-        for key in expand_grid(sw.grid)[0]:
-            assert f"{key} = " in tagged[0].source, (name, key)
-        assert nb.metadata["kernelspec"]["name"] == "python3"
+def assigned_names(source):
+    """Names bound by top-level assignments in a cell's source."""
+    names = set()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_assigned_names_sees_only_top_level_variables():
+    assert assigned_names("a = 1\nb: int = 2\nx.c = 3\nd[0] = 4\nif a:\n    e = 5\nf_g = 6") == {"a", "b", "f_g"}
+
+
+@pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
+def test_registered_sweep_varies_parameters_of_its_notebook(name):
+    sw = sweeps.SWEEPS[name]
+    nb = nbformat.read(str(sweeps._REPO / sw.notebook), as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    parameters = assigned_names(tagged[0].source)
+    for point in expand_grid(sw.grid):
+        assert set(point) <= parameters, set(point) - parameters
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert sw.description
+
+
+@pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
+def test_registered_sweep_has_its_table_in_the_book(name):
+    """book/data/sweep_NAME.csv (read by the sweeps chapter) is a complete, successful run of the grid."""
+    points = expand_grid(sweeps.SWEEPS[name].grid)
+    table = pd.read_csv(sweeps._REPO / "book" / "data" / f"sweep_{name}.csv")
+    assert table["run"].tolist() == list(range(len(points)))
+    assert (table["status"] == "ok").all()
+    for key in points[0]:
+        stored = [json.loads(v) if isinstance(v, str) and v[:1] == "[" else v for v in table[key]]
+        assert stored == [point[key] for point in points], key
+
+
+def test_training_sweep_grid():
+    points = expand_grid(sweeps.SWEEPS["training"].grid)
+    assert [p["batch_size"] for p in points] == [8, 32, 128]
+    assert [p["lr"] for p in points] == [0.0125, 0.05, 0.2]  # proportional to the batch size
+    assert all(p["seeds"] == [0] for p in points)
 
 
 # --- grids ---------------------------------------------------------------------------------------
@@ -162,4 +198,4 @@ def test_read_records_merges_outputs(tmp_path):
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
-    assert "{boustany,stampacchia}" in done.stdout
+    assert "{boustany,stampacchia,training}" in done.stdout
