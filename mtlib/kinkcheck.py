@@ -17,6 +17,7 @@ import torch
 from torch.func import jvp
 
 from mtlib._validate import check_positive, check_tensor
+from mtlib.directional import one_sided_difference
 from mtlib.piecewise import associated_gradient
 
 
@@ -28,17 +29,16 @@ def one_sided(f: Callable, x: torch.Tensor, d: torch.Tensor, eps: float = 2.0**-
         \\text{left} = \\frac{f(x) - f(x - \\varepsilon d)}{\\varepsilon}, \\qquad
         \\text{right} = \\frac{f(x + \\varepsilon d) - f(x)}{\\varepsilon},
 
-    approximations of ``-f'(x; -d)`` and ``f'(x; d)``, exact for functions that are affine on
+    approximations of ``-f'(x; -d)`` and ``f'(x; d)`` (:func:`mtlib.directional.one_sided_difference`
+    of order 1 along ``-d`` and ``d``), exact for functions that are affine on
     both sides of ``x`` (relu, abs, max). They agree iff ``f`` is differentiable along ``d``.
 
     Examples:
         >>> one_sided(torch.relu, torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0))
         (0.0, 1.0)
     """
-    with torch.no_grad():
-        x, d = x.detach(), d.to(x)
-        fx = float(f(x))
-        return (fx - float(f(x - eps * d))) / eps, (float(f(x + eps * d)) - fx) / eps
+    right = float(one_sided_difference(f, x, d, eps))
+    return 0.0 - float(one_sided_difference(f, x, -d, eps)), right  # 0.0 - : no -0.0
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,8 @@ def check_tangent(
     The second condition is the tangent condition (15): along the diagonal ``{x_i, i in T}``
     ``max`` moves like each ``x_i``; the normal component is free (Remark 1), so ``(1.5, -0.5)``
     is valid at a tie of two. With ``convex=True`` also require ``g_i >= 0`` on ``T``, i.e. ``g``
-    is a convex combination of the one-hot gradients (Clarke's generalized gradient).
+    is a convex combination of the one-hot gradients (Clarke's generalized gradient). A NaN
+    in ``g`` fails the check.
 
     Args:
         x: point, shape ``(..., n)``; every row is checked.
@@ -203,13 +204,13 @@ def check_tangent(
     mass = g2.masked_fill(~mask, 0.0).sum(dim=-1)
     low = g2.masked_fill(~mask, float("inf")).amin(dim=-1)
     failures = [
-        (off > atol, lambda r: f"weight {off[r].item():g} off the tie set at row {r}"),
-        ((mass - 1.0).abs() > atol,
+        (~(off <= atol), lambda r: f"weight {off[r].item():g} off the tie set at row {r}"),
+        (~((mass - 1.0).abs() <= atol),
          lambda r: f"tie-set weights sum to {mass[r].item():g}, not 1, at row {r}"),
     ]
     if convex:
         failures.append(
-            (low < -atol,
+            (~(low >= -atol),
              lambda r: f"negative weight {low[r].item():g} on the tie set at row {r} (convex=True)")
         )
     for bad, why in failures:

@@ -154,6 +154,12 @@ def _pool_inputs(model: nn.Module):
             hook.remove()
 
 
+def _require_pools(fn: str, seen) -> None:
+    if not seen:
+        raise ValueError(f"{fn}: `model` ran no mtlib.maxpool.MaxPool2d, so it has no pooling "
+                         "windows to count (torch.nn.MaxPool2d is not seen)")
+
+
 def _window_ties(seen) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per pool: masks of the windows holding a tie, and of those whose max is positive."""
     from mtlib.maxpool import window_tie_counts
@@ -186,6 +192,9 @@ def tie_fraction(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
         ``(tied, active)``: the fraction of all windows (over every maxpool and every sample)
         holding a tie, and of those holding a tie at a positive max.
 
+    Raises:
+        ValueError: ``model`` runs no :class:`mtlib.maxpool.MaxPool2d` on ``x``.
+
     Examples:
         A blank image: the first convolution outputs its (positive) biases everywhere, so all 32
         first-pool windows tie at a positive max; 8 of the 16 second-pool windows tie at 0.
@@ -195,6 +204,7 @@ def tie_fraction(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """
     with torch.no_grad(), _pool_inputs(model) as seen:
         model(x)
+    _require_pools("tie_fraction", seen)
     return _fractions(_window_ties(seen))
 
 
@@ -259,6 +269,7 @@ def gradient_disagreement(model_factory: Callable[..., nn.Module], data: Digits,
             seen.append(pools)
         with torch.no_grad(), _pool_inputs(reference) as exact:
             reference(x.to(torch.float64))
+        _require_pools("gradient_disagreement", seen[0])
         masks = _window_ties(seen[0])
         rounding = sum(int((a & ~t64).sum()) for (_, a), (t64, _) in zip(masks, _window_ties(exact)))
         delta = sum((g1 - g2).abs().max().item() for g1, g2 in zip(*grads))

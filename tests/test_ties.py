@@ -107,6 +107,14 @@ def test_check_tangent_remark1_and_failures():
         check_tangent(y, torch.zeros(3))
 
 
+@pytest.mark.parametrize("g, why", [([float("nan")] * 2, "sum to nan"),
+                                    ([1.0, float("nan")], "sum to nan")])
+def test_check_tangent_rejects_nan(g, why):
+    report = check_tangent(torch.zeros(2), torch.tensor(g))
+    assert not report and why in report.reason
+    assert not check_tangent(torch.tensor([0.0, 1.0]), torch.tensor([float("nan"), 1.0]))
+
+
 tie_rows = st.lists(st.integers(-2, 2), min_size=1, max_size=6)
 
 
@@ -124,6 +132,9 @@ def test_every_rule_passes_tangent_check_on_random_ties(rows, rule):
         torch.testing.assert_close(g, expected, rtol=0, atol=1e-15)
     else:
         assert ((g == 1).sum(-1) == 1).all() and g[~mask].abs().sum() == 0
+        tied = mask.to(torch.int8)
+        chosen = tied.argmax(-1) if rule == "first" else x.shape[-1] - 1 - tied.flip(-1).argmax(-1)
+        assert g.argmax(-1).tolist() == chosen.tolist()
 
 
 @settings(max_examples=40, deadline=None)

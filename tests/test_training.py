@@ -139,6 +139,8 @@ def test_rounding_tie_model_scales_with_significand():
         (lambda: digits_cnn(2, image_size=10), ValueError, "digits_cnn: `image_size`"),
         (lambda: rounding_tie_model({"float32": 0.0}, 10), ValueError, "rounding_tie_model: `rates`"),
         (lambda: rounding_tie_model({"float32": 1e-9}, 0), ValueError, "rounding_tie_model: `windows`"),
+        (lambda: tie_fraction(nn.Sequential(nn.MaxPool2d(2)), torch.zeros(1, 1, 4, 4)), ValueError,
+         "tie_fraction: `model` ran no mtlib.maxpool.MaxPool2d"),
     ],
 )
 def test_errors(call, error, message):
@@ -159,10 +161,13 @@ def test_errors(call, error, message):
         ("train", {"batch_size": 1.5}, ValueError, "train: `batch_size`"),
         ("train", {"lr": 0.0}, ValueError, "train: `lr`"),
         ("train", {"dtype": "int8"}, TypeError, "train: `dtype`"),
+        ("no_pool", {}, ValueError, "gradient_disagreement: `model` ran no mtlib.maxpool.MaxPool2d"),
     ],
 )
 def test_argument_errors(data, fn, kwargs, error, message):
     factory = partial(digits_cnn, 2)
+    if fn == "no_pool":
+        fn, factory = "protocol", lambda ties: nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(error, match=message):
         if fn == "protocol":
             gradient_disagreement(factory, data, **{"dtype": F64, **kwargs})
