@@ -21,10 +21,9 @@ from mtlib.lipschitz import (
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
 from mtlib.piecewise import Piecewise, associated_gradient, chain_jacobian
 from mtlib.policy import TiePolicy, tie_policy
+from mtlib.networks import KinkCount, count_kinks
 from mtlib.representations import (
-    KinkCount,
     compose_piecewise,
-    count_kinks,
     max_pair_piecewise,
     max_piecewise,
     max_pool_layer_piecewise,

@@ -3,7 +3,8 @@
 An associated gradient (Def 1, eq 7) belongs to a *representation* of a function, not to the
 function. This module writes down the representations of the paper as :class:`mtlib.Piecewise`
 objects, so that their associated gradients can be compared with what autograd returns
-(chapters ``theorem``, ``relu`` and ``tangent`` of the book):
+(chapters ``theorem``, ``relu`` and ``tangent`` of the book; the kinks a forward pass meets
+are counted by :func:`mtlib.networks.count_kinks`):
 
 * :func:`relu_piecewise`: ReLU with the three pieces of Sec 4.1 and derivative ``z`` at 0;
 * :func:`max_piecewise`: ``max`` on R^n with the pieces (17) (``ties="first"``), their mirror
@@ -13,7 +14,6 @@ objects, so that their associated gradients can be compared with what autograd r
 * :func:`relu_layer_piecewise`, :func:`max_pool_layer_piecewise`, :func:`network_layers`:
   the layers of a network (eq 1), whose associated Jacobians multiply to eq 14 (Cor 2);
   :func:`compose_piecewise` turns a list of layers into one representation of the network;
-* :func:`count_kinks`: how many ReLU inputs are exactly 0 and how many pool windows tie.
 
 Pieces are enumerated, so the number of pieces of one representation is capped at 100000.
 """
@@ -25,12 +25,11 @@ import itertools
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mtlib._validate import check_tensor, check_ties
+from mtlib._validate import check_ties
 from mtlib.networks import VectorMaxPool
 from mtlib.piecewise import Piecewise
 from mtlib.ties import tie_set
@@ -425,81 +424,3 @@ def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> l
             layers.append(max_pool_layer_piecewise(width, layer.kernel, ties))
             width //= layer.kernel
     return layers
-
-
-@dataclass(frozen=True)
-class KinkCount:
-    """Kinks met by a forward pass (:func:`count_kinks`).
-
-    Attributes:
-        relu: ReLU inputs exactly equal to 0.
-        pool: pool windows whose maximum is attained at two or more entries (live ties).
-        dead: pool windows right after a ReLU whose tied maximum is 0: every tied entry was
-            cut by the ReLU. The pool sits on its tie set, but its gradient is multiplied by
-            ReLU derivatives of entries with input <= 0, so (unless ``relu`` counts one of
-            them) the tie rule cannot change the result. Such windows fill a set of inputs of
-            positive measure, the situation of Ex 2.2 that Thm 1 covers.
-    """
-
-    relu: int
-    pool: int
-    dead: int
-
-    @property
-    def total(self) -> int:
-        """Kinks where the representation can matter: ``relu + pool`` (dead windows excluded)."""
-        return self.relu + self.pool
-
-
-def count_kinks(net: nn.Sequential, x: torch.Tensor) -> KinkCount:
-    """Count the kinks that the forward pass of ``net`` at ``x`` lands on.
-
-    A kink is a ReLU input exactly 0 or a pool window with a tie: points where a layer is not
-    differentiable and its associated gradient (Def 1) depends on the representation. Ties
-    at 0 of windows fed by a ReLU are counted apart (``dead``, see :class:`KinkCount`).
-    With ``x`` of shape ``(..., a_0)`` the counts are summed over the leading dimensions.
-    Off the kinks every representation gives the true gradient (Cor 1).
-
-    Args:
-        net: a sequence of ``nn.Linear``, ``nn.ReLU`` and ``VectorMaxPool``
-            (e.g. from :func:`mtlib.networks.random_network`).
-        x: the input.
-
-    Returns:
-        A :class:`KinkCount`.
-
-    Raises:
-        TypeError: ``x`` is not a floating-point tensor, or an unsupported layer.
-
-    Examples:
-        >>> from mtlib.networks import VectorMaxPool
-        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), VectorMaxPool(2))
-        >>> _ = nn.init.eye_(net[0].weight), nn.init.zeros_(net[0].bias)
-        >>> count_kinks(net, torch.tensor([1.0, 1.0]))    # pre-activations (1, 1, 0, 0)
-        KinkCount(relu=2, pool=1, dead=1)
-        >>> count_kinks(net, torch.tensor([2.0, -1.0]))   # (2, -1, 0, 0)
-        KinkCount(relu=2, pool=0, dead=1)
-
-    References:
-        Despres (2024), Sec 2 (eq 1), Ex 2.2, Cor 1.
-    """
-    check_tensor("count_kinks", "x", x)
-    relu = pool = dead = 0
-    after_relu = False
-    h = x.detach()
-    with torch.no_grad():
-        for i, layer in enumerate(net):
-            if isinstance(layer, nn.ReLU):
-                relu += int((h == 0).sum())
-            elif isinstance(layer, VectorMaxPool):
-                m = h.shape[-1] // layer.kernel
-                windows = h[..., : m * layer.kernel].reshape(*h.shape[:-1], m, layer.kernel)
-                tied = tie_set(windows).sum(dim=-1) > 1
-                cut = tied & (windows.amax(dim=-1) == 0) if after_relu else torch.zeros_like(tied)
-                dead += int(cut.sum())
-                pool += int((tied & ~cut).sum())
-            elif not isinstance(layer, nn.Linear):
-                raise _layer_error("count_kinks", i, layer)
-            after_relu = isinstance(layer, nn.ReLU)
-            h = layer(h)
-    return KinkCount(relu, pool, dead)

@@ -9,11 +9,9 @@ from torch.func import jacrev
 
 from mtlib import Piecewise, associated_gradient, chain_jacobian, check_tangent, relu_z
 from mtlib.examples import max1
-from mtlib.networks import VectorMaxPool, integer_points, random_network
+from mtlib.networks import KinkCount, VectorMaxPool, count_kinks, integer_points, random_network
 from mtlib.representations import (
-    KinkCount,
     compose_piecewise,
-    count_kinks,
     max_pair_piecewise,
     max_piecewise,
     max_pool_layer_piecewise,
