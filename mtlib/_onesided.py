@@ -63,6 +63,9 @@ def _extreme_rule(sign: int):
     """torch.max / torch.min / Tensor.max / Tensor.min, in all three call forms."""
 
     def rule(func, args, kwargs):
+        if not args:  # torch.max(input=x, ...)
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input"),)
         out = func(*primals(args), **primals(kwargs))
         x, rest = args[0], args[1:]
         other = kwargs.get("other", rest[0] if rest and isinstance(rest[0], torch.Tensor) else None)
@@ -159,7 +162,10 @@ def _leaky_relu_rule(func, args, kwargs):
 
 
 def _abs_rule(func, args, kwargs):
-    v, t = split(args[0])
+    def bind(input):
+        return input
+
+    v, t = split(bind(*args, **kwargs))
     return _finish(func(*primals(args), **primals(kwargs)), lexmax(v, t, -v, -t)[1])
 
 

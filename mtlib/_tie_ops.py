@@ -28,10 +28,12 @@ def extreme2(a, b, rule: str, largest: bool) -> torch.Tensor:
 
     ``a`` and ``b`` are tensors or Python numbers, in that order: under ``"first"`` the
     derivative at ``a = b`` goes to ``a``, under ``"last"`` to ``b``, under ``"uniform"``
-    half to each. The dtype is PyTorch's promotion of the two.
+    half to each. The dtype is PyTorch's promotion of the two, the device as in PyTorch: a
+    CPU 0-d tensor follows the other tensor's device.
     """
     dtype = torch.result_type(a, b)
-    device = (a if isinstance(a, torch.Tensor) else b).device
+    tensors = [v for v in (a, b) if isinstance(v, torch.Tensor)]
+    device = next((v.device for v in tensors if v.dim() or v.device.type != "cpu"), tensors[0].device)
     a, b = (torch.as_tensor(v, dtype=dtype, device=device) for v in (a, b))
     return _max_last_dim(torch.stack(torch.broadcast_tensors(a, b), dim=-1), rule, largest)
 

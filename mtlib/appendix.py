@@ -203,7 +203,8 @@ def regularized_integrals(
 
     Raises:
         TypeError: ``w``, ``phi`` or ``dw`` not callable, ``eps`` not a real number.
-        ValueError: ``eps <= 0``, bad ``interval`` or ``breakpoints``.
+        ValueError: ``eps <= 0``, bad ``interval`` or ``breakpoints``, or ``w``, ``dw`` or
+            ``phi`` not elementwise (output shape differs from input shape).
 
     Examples:
         ``w(x) = relu(x)``, ``phi(x) = (1 - x^2)^2``: every limit is ``int_0^1 phi = 8/15``.
@@ -229,6 +230,11 @@ def regularized_integrals(
     with torch.no_grad():
         wx, px = w(x), phi(x)
     dwx = elementwise_derivative(w, x) if dw is None else dw(x)
+    for name, values in (("w", wx), ("dw", dwx)):
+        if not isinstance(values, torch.Tensor) or values.shape != x.shape:
+            got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"regularized_integrals: `{name}` must map the nodes, shape "
+                             f"{tuple(x.shape)}, to a tensor of the same shape, got {got}")
     dpx = elementwise_derivative(phi, x)
     flux = dwx * px
 

@@ -145,7 +145,10 @@ def _judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, st
     if case.kind == "ball":
         return _ball(case, g)
     with torch.no_grad():
-        masks = _windows(case.f, x) if case.kind == "windows" else torch.tensor(case.masks)
+        masks = _windows(case.f, x) if case.kind == "windows" else torch.tensor(case.masks, dtype=torch.bool)
+    if masks.shape != g.shape:
+        raise ValueError(f"run: `masks` of case {case.op!r} must hold one row of {g.shape[1]} flags per "
+                         f"output ({g.shape[0]}), got shape {tuple(masks.shape)}")
     signs = torch.tensor(case.signs or (1.0,) * x.numel(), dtype=g.dtype)
     return _ties(masks, signs, g)
 
@@ -192,8 +195,9 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
 
     Raises:
         TypeError: an entry of ``cases`` is not a :class:`Case`.
-        ValueError: a case has an unknown ``kind``, lacks its ``masks``/``norm``, or is
-            ``"elementwise"`` with more than one coordinate.
+        ValueError: a case has an unknown ``kind``, lacks its ``masks``/``norm``, has
+            ``masks`` not of shape (outputs, coordinates) or ``signs`` not one per coordinate,
+            or is ``"elementwise"`` with more than one coordinate.
 
     Examples:
         >>> from mtlib.activations import relu_z
@@ -215,6 +219,9 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
         if case.kind == "elementwise" and len(case.x) != 1:
             raise ValueError(f"run: `cases[{i}]` of kind 'elementwise' needs a point with one "
                              f"coordinate, got {len(case.x)}")
+        if case.signs is not None and len(case.signs) != len(case.x):
+            raise ValueError(f"run: `cases[{i}].signs` must hold one sign per coordinate of `x` "
+                             f"({len(case.x)}), got {len(case.signs)}")
         if (case.kind, case.masks) == ("ties", None) or (case.kind, case.norm) == ("ball", None):
             raise ValueError(f"run: `cases[{i}]` of kind {case.kind!r} needs its "
                              f"`{'masks' if case.kind == 'ties' else 'norm'}`")

@@ -20,6 +20,7 @@ Chapter: ``directional`` of the book.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import pandas as pd
@@ -191,7 +192,7 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
       differentiable at ``x``; ``autograd_wrong``: ``|g . d - f'(x; d)| > atol``.
 
     Raises:
-        TypeError / ValueError: bad arguments, or ``points`` not 2-d.
+        TypeError / ValueError: bad arguments, ``points`` not 2-d, or ``atol`` negative.
 
     Examples:
         >>> pts = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
@@ -205,6 +206,8 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
             f"compare_directional: `points` must be 2-d (n, dim), got shape {tuple(points.shape)}"
         )
     check_positive("compare_directional", "h", h)
+    if isinstance(atol, bool) or not isinstance(atol, numbers.Real) or not atol >= 0:
+        raise ValueError(f"compare_directional: `atol` must be a real number >= 0, got {atol!r}")
     value, forward = jvp(f, points, directions)
     _, backward = jvp(f, points, -directions)
     x = points.detach().clone().requires_grad_(True)

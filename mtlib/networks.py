@@ -28,6 +28,8 @@ class VectorMaxPool(nn.Module):
 
     def __init__(self, kernel: int):
         super().__init__()
+        if isinstance(kernel, bool) or not isinstance(kernel, int):
+            raise TypeError(f"VectorMaxPool: `kernel` must be an int, got {type(kernel).__name__}")
         if kernel < 1:
             raise ValueError(f"VectorMaxPool: `kernel` must be >= 1, got {kernel}")
         self.kernel = kernel
@@ -66,8 +68,10 @@ def random_network(
         torch.Size([1])
     """
     widths = list(widths)
-    if len(widths) < 2 or any(not isinstance(w, int) or w < 1 for w in widths):
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f"random_network: `widths` must be >= 2 positive ints, got {widths}")
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+        raise ValueError(f"random_network: `pool` must be an int >= 0, got {pool!r}")
     if pool > 1 and any(w % pool for w in widths[1:-1]):
         raise ValueError(f"random_network: `pool`={pool} must divide the hidden widths {widths[1:-1]}")
     gen = torch.Generator().manual_seed(seed)

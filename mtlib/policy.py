@@ -85,11 +85,12 @@ def _make_amax(largest: bool):
     return handler
 
 
-def _make_pool(pool):
+def _make_pool(pool, with_indices: bool = False):
+    # F.max_pool*d_with_indices always returns (values, indices), whatever `return_indices` says
     def handler(rule, func, input, kernel_size, stride=None, padding=0, dilation=1,
                 ceil_mode=False, return_indices=False):
-        return pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
-                    ties=rule)
+        return pool(input, kernel_size, stride, padding, dilation, ceil_mode,
+                    return_indices or with_indices, ties=rule)
 
     return handler
 
@@ -117,8 +118,10 @@ _HANDLERS = {
     torch.min: _make_max(False, torch.return_types.min), _T.min: _make_max(False, torch.return_types.min),
     torch.amax: _make_amax(True), _T.amax: _make_amax(True),
     torch.amin: _make_amax(False), _T.amin: _make_amax(False),
-    F.max_pool1d: _make_pool(maxpool.max_pool1d), F.max_pool1d_with_indices: _make_pool(maxpool.max_pool1d),
-    F.max_pool2d: _make_pool(maxpool.max_pool2d), F.max_pool2d_with_indices: _make_pool(maxpool.max_pool2d),
+    F.max_pool1d: _make_pool(maxpool.max_pool1d),
+    F.max_pool1d_with_indices: _make_pool(maxpool.max_pool1d, with_indices=True),
+    F.max_pool2d: _make_pool(maxpool.max_pool2d),
+    F.max_pool2d_with_indices: _make_pool(maxpool.max_pool2d, with_indices=True),
 }
 
 

@@ -394,9 +394,9 @@ def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> l
         A list of :class:`mtlib.Piecewise`, one per layer.
 
     Raises:
-        TypeError: an unsupported layer.
-        ValueError: ``net`` does not start with ``nn.Linear``, or a layer is too wide
-            (ReLU width > 10).
+        TypeError: an unsupported layer, or ``z`` not a real number.
+        ValueError: ``net`` does not start with ``nn.Linear``, a layer is too wide
+            (ReLU width > 10), or unknown ``ties``.
 
     Examples:
         >>> from mtlib.networks import random_network
@@ -406,6 +406,8 @@ def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> l
     References:
         Despres (2024), eq 1 and Cor 2.
     """
+    z = _check_real("network_layers", "z", z)
+    check_ties("network_layers", ties)
     layers = []
     width = None
     for i, layer in enumerate(net):

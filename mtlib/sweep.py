@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 RECORD_MIME = "application/vnd.mtlib.record+json"
 RESULTS_CSV = "results.csv"
+_TABLE_COLUMNS = ("run", "status", "error", "seconds", "notebook")  # written by run_sweep itself
 
 
 def record(**values) -> None:
@@ -50,10 +51,16 @@ def record(**values) -> None:
 
     Raises:
         TypeError: a value of another type; the message names it.
+        ValueError: a name that :func:`run_sweep` uses for its own columns (``run``,
+            ``status``, ``error``, ``seconds``, ``notebook``), which would overwrite them.
 
     Examples:
         >>> record(fprime0=-1.5, rule="uniform")   # outside IPython: a no-op
     """
+    for name in values:
+        if name in _TABLE_COLUMNS:
+            raise ValueError(f"record: `{name}` is a column that run_sweep writes itself "
+                             f"({', '.join(_TABLE_COLUMNS)}); record it under another name")
     clean = {name: _jsonable(name, value) for name, value in values.items()}
     try:
         from IPython import get_ipython

@@ -191,6 +191,9 @@ def test_gauss_legendre_errors(kwargs, match):
         ({"eps": 0.0}, ValueError, "`eps` must be > 0"),
         ({"eps": "1e-3"}, TypeError, "`eps` must be a real number"),
         ({"interval": (1.0, -1.0)}, ValueError, "regularized_integrals: `interval`"),
+        ({"dw": lambda x: 1.0}, ValueError, r"regularized_integrals: `dw` must map the nodes.*got float"),
+        ({"dw": lambda x: x[:1]}, ValueError, r"`dw` must map the nodes, shape \(\d+,\).*got \(1,\)"),
+        ({"w": lambda x: x.sum(), "dw": torch.ones_like}, ValueError, r"`w` must map the nodes.*got \(\)"),
     ],
 )
 def test_regularized_integrals_errors(kwargs, exc, match):

@@ -21,7 +21,9 @@ def _ops(records, pred):
 
 
 def test_records_are_complete_and_unique(records):
-    assert len(records) == len(run()) >= 60
+    from mtlib._census_cases import CASES
+
+    assert len(records) == len(CASES) >= 60  # one record per case, no (op, kink) twice
     assert all(isinstance(r, CensusRecord) for r in records.values())
     assert all(len(r.reverse) >= 1 and all(len(row) >= 1 for row in r.reverse) for r in records.values())
 
@@ -132,6 +134,11 @@ def test_run_rejects_bad_cases():
         run([Case("relu", "x = 0", torch.relu, (0.0, 0.0))])
     with pytest.raises(ValueError, match=r"`cases\[0\]` of kind 'ball' needs its `norm`"):
         run([Case("norm", "x = 0", torch.linalg.vector_norm, (0.0, 0.0), kind="ball")])
+    with pytest.raises(ValueError, match=r"`cases\[0\].signs` must hold one sign per coordinate of `x` \(2\), got 1"):
+        run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True),), signs=(1.0,))])
+    with pytest.raises(ValueError, match=r"`masks` of case 'max' must hold one row of 2 flags per output \(1\), "
+                                         r"got shape \(2, 2\)"):
+        run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True), (True, False)))])
 
 
 def test_frame_and_formatting(records):

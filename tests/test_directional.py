@@ -137,6 +137,15 @@ def test_max_dim_returns_lexicographic_index():
     assert jvp(lambda v: (-v).argmin(dim=1, keepdim=True), x, d)[0].tolist() == [[2]]
 
 
+def test_input_passed_by_keyword():
+    x, d = tensor([0.0, 0.0]), tensor([1.0, 2.0])
+    assert jvp(lambda v: torch.abs(input=v), x, -d)[1].tolist() == [1.0, 2.0]
+    assert jvp(lambda v: torch.max(input=v), x, d)[1].item() == 2.0
+    out, slope = jvp(lambda v: torch.min(input=v, dim=0), x, d)
+    assert (out.indices.item(), slope.values.item()) == (0, 1.0)
+    assert jvp(lambda v: torch.max(input=v, other=v.flip(0)), x, d)[1].tolist() == [2.0, 2.0]
+
+
 def test_nan_values_get_nan_tangents():
     x, d = tensor([1.0, float("nan")]), tensor([1.0, 1.0])
     assert jvp(torch.max, x, d)[1].isnan()
@@ -340,6 +349,10 @@ def test_inplace_dunder_message():
          "`h` must be > 0"),
         (lambda: one_sided_difference(torch.abs, tensor(0.0), tensor(1.0), order=3), ValueError, "`order`"),
         (lambda: compare_directional(torch.abs, tensor([0.0]), tensor([1.0])), ValueError, "must be 2-d"),
+        (lambda: compare_directional(torch.abs, tensor([[0.0]]), tensor([[1.0]]), atol=-1e-6), ValueError,
+         r"compare_directional: `atol` must be a real number >= 0, got -1e-06"),
+        (lambda: compare_directional(torch.abs, tensor([[0.0]]), tensor([[1.0]]), atol=float("nan")),
+         ValueError, "`atol` must be a real number >= 0, got nan"),
     ],
 )
 def test_bad_arguments(call, exc, match):

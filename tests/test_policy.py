@@ -121,6 +121,17 @@ def test_forward_values_equal_pytorch(values, rule):
         assert g.dtype == e.dtype and torch.equal(g, e), i
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_cpu_scalar_tensor_follows_the_other_device(rule):
+    # PyTorch lets a CPU 0-d tensor meet a tensor on any device; the result stays on that device
+    # ("meta" stands in for CUDA here: copying a meta tensor to the CPU fails)
+    x = torch.zeros(3, device="meta")
+    with tie_policy(rule):
+        assert torch.maximum(torch.tensor(0.0), x).device.type == "meta"
+        assert torch.minimum(torch.tensor(0.0), x).device.type == "meta"
+        assert torch.clamp(x, min=torch.tensor(0.0)).device.type == "meta"
+
+
 def test_nan_propagates_like_pytorch():
     x = torch.tensor([1.0, float("nan"), 2.0], dtype=F64)
     with tie_policy("uniform"):
@@ -202,6 +213,19 @@ def test_maxpool_follows_the_rule():
     with tie_policy("last"):
         out, idx = F.max_pool2d(x, 2, return_indices=True)
     assert idx.flatten().tolist() == [5, 7, 13, 15] and out.shape == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("rule", ["first", "last"])
+def test_with_indices_functions_return_pairs_under_policy(rule):
+    x = torch.tensor([[[1.0, 1.0, 0.0, 2.0]], [[3.0, 0.0, 0.0, 0.0]]], dtype=F64)
+    expected = F.max_pool1d_with_indices(x, 2)
+    with tie_policy(rule):
+        got = F.max_pool1d_with_indices(x, 2)
+        got2d = F.max_pool2d_with_indices(x.unsqueeze(1), (1, 2))
+    assert isinstance(got, tuple) and len(got) == 2 and isinstance(got2d, tuple) and len(got2d) == 2
+    assert torch.equal(got[0], expected[0]) and torch.equal(got2d[0], expected[0].unsqueeze(1))
+    want = [[[0, 3]], [[0, 2]]] if rule == "first" else [[[1, 3]], [[0, 3]]]
+    assert got[1].tolist() == want and got2d[1].squeeze(1).tolist() == want
 
 
 @settings(max_examples=15, deadline=None)

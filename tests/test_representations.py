@@ -165,7 +165,6 @@ def test_max_pool_layer_piecewise_matches_pytorch(values):
     assert torch.equal(uniform.associated_jacobian(x), expected)
 
 
-
 def test_max_pool_layer_piecewise_errors():
     with pytest.raises(ValueError, match=r"max_pool_layer_piecewise: `kernel` \(4\) must divide `n` \(6\)"):
         max_pool_layer_piecewise(6, 4)
@@ -220,6 +219,10 @@ def test_network_layers_errors():
         network_layers(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
     with pytest.raises(ValueError, match="network_layers: `net` must start with nn.Linear, got ReLU"):
         network_layers(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="network_layers: `ties` must be one of"):
+        network_layers(nn.Sequential(nn.Linear(2, 2)), ties="middle")
+    with pytest.raises(TypeError, match="network_layers: `z` must be a real number, got str"):
+        network_layers(nn.Sequential(nn.Linear(2, 2)), z="0")
 
 
 # --- count_kinks ----------------------------------------------------------------------------
@@ -251,6 +254,17 @@ def test_count_kinks_generic_points_have_no_live_kinks():
     counts = count_kinks(net, torch.randn(50, 3, dtype=F64, generator=torch.Generator().manual_seed(0)))
     assert (counts.relu, counts.pool, counts.total) == (0, 0, 0)
     assert counts.dead > 0   # dead windows fill a set of positive measure
+
+
+def test_network_constructor_errors():
+    with pytest.raises(TypeError, match="VectorMaxPool: `kernel` must be an int, got float"):
+        VectorMaxPool(2.0)
+    with pytest.raises(ValueError, match=r"random_network: `pool` must be an int >= 0, got -2"):
+        random_network([2, 4, 1], pool=-2)
+    with pytest.raises(ValueError, match=r"random_network: `pool` must be an int >= 0, got '2'"):
+        random_network([2, 4, 1], pool="2")
+    with pytest.raises(ValueError, match=r"random_network: `widths` must be >= 2 positive ints"):
+        random_network([2, True])
 
 
 def test_count_kinks_errors():

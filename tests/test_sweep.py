@@ -177,6 +177,9 @@ def test_record_values_are_made_json():
 def test_record_rejects_other_types():
     with pytest.raises(TypeError, match="record: `thing` must be a number"):
         record(thing={"a": 1})
+    for name in ("run", "status", "error", "seconds", "notebook"):
+        with pytest.raises(ValueError, match=f"record: `{name}` is a column that run_sweep writes itself"):
+            record(**{name: 1.0})
 
 
 def test_read_records_merges_outputs(tmp_path):
