@@ -25,7 +25,8 @@ class _ReLUz(torch.autograd.Function):
     def _slope(ctx):
         (x,) = ctx.saved_tensors
         kink = torch.full_like(x, ctx.z)
-        return torch.where(x > 0, torch.ones_like(x), torch.where(x == 0, kink, torch.zeros_like(x)))
+        # `x <= 0` is False at NaN, so a NaN input passes the gradient through, as in torch.relu
+        return torch.where(x <= 0, torch.where(x == 0, kink, torch.zeros_like(x)), torch.ones_like(x))
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -47,7 +48,8 @@ def relu_z(x: torch.Tensor, z: float = 0.0) -> torch.Tensor:
 
         \\tilde R'_z(x) = 0 \\ (x < 0), \\qquad 1 \\ (x > 0), \\qquad z \\ (x = 0),
 
-    valid for every real ``z`` (``f^3(x) = z x``). PyTorch's ``torch.relu`` uses ``z = 0``.
+    valid for every real ``z`` (``f^3(x) = z x``). PyTorch's ``torch.relu`` uses ``z = 0``; like
+    it, a NaN input gets derivative 1 (the gradient passes through).
     Works with ``torch.func`` (grad, jacrev, jvp, vmap).
 
     Args:

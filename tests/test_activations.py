@@ -25,6 +25,14 @@ def test_relu_z_zero_is_pytorch_choice():
     assert x.grad.tolist() == vmap(grad(lambda v: relu_z(v, 0.0)))(x.detach()).tolist()
 
 
+def test_relu_z_zero_matches_torch_relu_at_nan_and_infinities():
+    x = torch.tensor([float("nan"), -float("inf"), float("inf"), 0.0], dtype=torch.float64)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    relu_z(ours, 0.0).sum().backward()
+    torch.relu(theirs).sum().backward()
+    assert ours.grad.tolist() == theirs.grad.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
 def test_relu_z_forward_mode_and_gradcheck():
     x = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64)
     _, tangent = jvp(lambda v: relu_z(v, 0.25), (x,), (torch.ones(3, dtype=torch.float64),))
