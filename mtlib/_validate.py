@@ -39,15 +39,35 @@ def check_nonempty_last_dim(fn: str, name: str, x: torch.Tensor) -> None:
         )
 
 
+def check_real(fn: str, name: str, value) -> float:
+    """Return ``value`` as a float if it is a real number (not a bool), else raise ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: `{name}` must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_size(fn: str, name: str, value) -> int:
+    """Return ``value`` if it is an int >= 1: ``TypeError`` for a non-int, ``ValueError`` if < 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: `{name}` must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{fn}: `{name}` must be >= 1, got {value}")
+    return value
+
+
+def check_count(fn: str, name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1 (a count of steps, samples, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {value!r}")
+
+
 def check_positive(fn: str, name: str, value) -> None:
     """Raise ``TypeError`` for a non-real ``value`` and ``ValueError`` unless it is > 0."""
     if isinstance(value, torch.Tensor):
         if value.is_complex() or not bool((value > 0).all()):
             raise ValueError(f"{fn}: `{name}` must be > 0, got {value}")
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}: `{name}` must be a real number, got {type(value).__name__}")
-    if not value > 0:
+    if not check_real(fn, name, value) > 0:
         raise ValueError(f"{fn}: `{name}` must be > 0, got {value}")
 
 

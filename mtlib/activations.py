@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mtlib._validate import check_positive, check_tensor
+from mtlib._validate import check_positive, check_real, check_tensor
 
 
 class _ReLUz(torch.autograd.Function):
@@ -63,9 +63,7 @@ def relu_z(x: torch.Tensor, z: float = 0.0) -> torch.Tensor:
         [0.0, 0.5, 1.0]
     """
     check_tensor("relu_z", "x", x)
-    if isinstance(z, bool) or not isinstance(z, (int, float)):
-        raise TypeError(f"relu_z: `z` must be a real number, got {type(z).__name__}")
-    return _ReLUz.apply(x, float(z))
+    return _ReLUz.apply(x, check_real("relu_z", "z", z))
 
 
 def abs_eps(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import grad, jacrev, vmap
 
 from mtlib._pieces1d import maxpool_pieces, relu_pieces, windows
-from mtlib._validate import check_positive, check_tensor
+from mtlib._validate import check_count, check_positive, check_tensor
 from mtlib.networks import VectorMaxPool, random_network
 
 
@@ -52,9 +52,8 @@ class StridedMaxPool(nn.Module):
 
     def __init__(self, kernel: int, stride: int):
         super().__init__()
-        for name, value in (("kernel", kernel), ("stride", stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"StridedMaxPool: `{name}` must be an int >= 1, got {value!r}")
+        check_count("StridedMaxPool", "kernel", kernel)
+        check_count("StridedMaxPool", "stride", stride)
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtlib._validate import check_tensor
+from mtlib._validate import check_size, check_tensor
 from mtlib.ties import tie_set
 
 
@@ -28,11 +28,7 @@ class VectorMaxPool(nn.Module):
 
     def __init__(self, kernel: int):
         super().__init__()
-        if isinstance(kernel, bool) or not isinstance(kernel, int):
-            raise TypeError(f"VectorMaxPool: `kernel` must be an int, got {type(kernel).__name__}")
-        if kernel < 1:
-            raise ValueError(f"VectorMaxPool: `kernel` must be >= 1, got {kernel}")
-        self.kernel = kernel
+        self.kernel = check_size("VectorMaxPool", "kernel", kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.max_pool1d(x.unsqueeze(-2), self.kernel).squeeze(-2)

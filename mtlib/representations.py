@@ -23,32 +23,17 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from mtlib._validate import check_ties
+from mtlib._validate import check_real, check_size, check_ties
 from mtlib.networks import VectorMaxPool
 from mtlib.piecewise import Piecewise
 from mtlib.ties import tie_set
 
 _MAX_PIECES = 100_000
-
-
-def _check_real(fn: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}: `{name}` must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
-def _check_size(fn: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{fn}: `{name}` must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{fn}: `{name}` must be >= 1, got {value}")
-    return value
 
 
 def _check_count(fn: str, name: str, count: int) -> None:
@@ -107,7 +92,7 @@ def relu_piecewise(z: float = 0.0) -> Piecewise:
     References:
         Despres (2024), Sec 4.1.
     """
-    z = _check_real("relu_piecewise", "z", z)
+    z = check_real("relu_piecewise", "z", z)
     return Piecewise([lambda x: 0 * x, lambda x: x, lambda x: z * x], _relu_piece)
 
 
@@ -154,7 +139,7 @@ def max_piecewise(n: int, ties: str = "first") -> Piecewise:
     References:
         Despres (2024), eqs 17-21; Boustany (2024).
     """
-    n = _check_size("max_piecewise", "n", n)
+    n = check_size("max_piecewise", "n", n)
     check_ties("max_piecewise", ties)
 
     if ties == "uniform":
@@ -214,7 +199,7 @@ def max_pair_piecewise(s: float) -> Piecewise:
     References:
         Despres (2024), Sec 4.2, eqs 15-16, Remark 1; Murat and Trombetti (2003).
     """
-    s = _check_real("max_pair_piecewise", "s", s)
+    s = check_real("max_pair_piecewise", "s", s)
     return Piecewise(
         [lambda y: y[..., 1], lambda y: y[..., 0],
          lambda y: (y[..., 0] + y[..., 1]) / 2 + s * (y[..., 0] - y[..., 1])],
@@ -265,7 +250,7 @@ def relu_layer_piecewise(n: int, z: float = 0.0) -> Piecewise:
     References:
         Despres (2024), Sec 4.1 and Cor 2.
     """
-    n = _check_size("relu_layer_piecewise", "n", n)
+    n = check_size("relu_layer_piecewise", "n", n)
     return _blockwise("relu_layer_piecewise", relu_piecewise(z), 1, n)
 
 
@@ -295,8 +280,8 @@ def max_pool_layer_piecewise(n: int, kernel: int, ties: str = "first") -> Piecew
     References:
         Despres (2024), Sec 4.3 (pieces 17 and 19) and Cor 2.
     """
-    n = _check_size("max_pool_layer_piecewise", "n", n)
-    kernel = _check_size("max_pool_layer_piecewise", "kernel", kernel)
+    n = check_size("max_pool_layer_piecewise", "n", n)
+    kernel = check_size("max_pool_layer_piecewise", "kernel", kernel)
     if n % kernel:
         raise ValueError(f"max_pool_layer_piecewise: `kernel` ({kernel}) must divide `n` ({n})")
     window = max_piecewise(kernel, ties)
@@ -406,7 +391,7 @@ def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> l
     References:
         Despres (2024), eq 1 and Cor 2.
     """
-    z = _check_real("network_layers", "z", z)
+    z = check_real("network_layers", "z", z)
     check_ties("network_layers", ties)
     layers = []
     width = None

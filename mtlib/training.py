@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlib._validate import check_positive, check_ties
+from mtlib._validate import check_count, check_positive, check_ties
 
 #: Minibatches whose two parameter gradients differ, VGG11 on CIFAR10 (Boustany 2024), by bits.
 BOUSTANY_VGG11_CIFAR10 = {16: 1.00, 32: 0.55, 64: 0.00}
@@ -110,7 +110,7 @@ def digits_cnn(width: int = 8, *, ties: str = "first", image_size: int = 8, seed
     from mtlib.maxpool import MaxPool2d
 
     check_ties("digits_cnn", ties)
-    _check_count("digits_cnn", "width", width)
+    check_count("digits_cnn", "width", width)
     if image_size % 4:
         raise ValueError(f"digits_cnn: `image_size` must be a multiple of 4, got {image_size}")
     with torch.random.fork_rng(devices=[]):
@@ -121,11 +121,6 @@ def digits_cnn(width: int = 8, *, ties: str = "first", image_size: int = 8, seed
             nn.Conv2d(width, 2 * width, 3, padding=1, **f64), nn.ReLU(), MaxPool2d(2, ties=ties),
             nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, 10, **f64),
         )
-
-
-def _check_count(fn: str, name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {value!r}")
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -248,8 +243,8 @@ def gradient_disagreement(model_factory: Callable[..., nn.Module], data: Digits,
         Boustany (2024), Sec 5 of Despres (2024).
     """
     dtype = _dtype("gradient_disagreement", dtype)
-    _check_count("gradient_disagreement", "batches", batches)
-    _check_count("gradient_disagreement", "batch_size", batch_size)
+    check_count("gradient_disagreement", "batches", batches)
+    check_count("gradient_disagreement", "batch_size", batch_size)
     bits = torch.finfo(dtype).bits
     if bits not in thresholds:
         raise ValueError(f"gradient_disagreement: `thresholds` has no entry for {bits}-bit {dtype}")
@@ -325,8 +320,8 @@ def train(model_factory: Callable[..., nn.Module], data: Digits, *, ties: str, d
     """
     dtype = _dtype("train", dtype)
     check_ties("train", ties)
-    _check_count("train", "epochs", epochs)
-    _check_count("train", "batch_size", batch_size)
+    check_count("train", "epochs", epochs)
+    check_count("train", "batch_size", batch_size)
     check_positive("train", "lr", lr)
     model = model_factory(ties=ties).to(device=device, dtype=dtype)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
@@ -419,7 +414,7 @@ def rounding_tie_model(rates: dict[str, float], windows: int) -> pd.DataFrame:
     logs = [math.log2(r) + SIGNIFICAND_BITS[name] for name, r in rates.items() if r > 0]
     if not logs:
         raise ValueError("rounding_tie_model: `rates` must hold at least one positive rate")
-    _check_count("rounding_tie_model", "windows", windows)
+    check_count("rounding_tie_model", "windows", windows)
     c = 2.0 ** (sum(logs) / len(logs))
     rows = [{"dtype": name, "bits": bits, "rate": c * 2.0**-bits,
              "minibatches": -math.expm1(-c * 2.0**-bits * windows)} for name, bits in SIGNIFICAND_BITS.items()]
