@@ -41,6 +41,7 @@ def test_first_code_cell_installs_mtlib_and_picks_cuda(path):
     assert "colab-setup" in first["metadata"].get("tags", [])
     assert "except ImportError:" in source and '%pip install -q "mtlib[book] @ git+https://github.com/' in source
     assert 'device = "cuda" if torch.cuda.is_available() else "cpu"' in source
+    assert 'print(f"mtlib {mtlib.__version__} {how}; device: {device}")' in source, "say what the set-up did"
     assert "torch.set_default_dtype(torch.float64)" in source and "manual_seed" in source
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
@@ -63,5 +64,48 @@ def test_committed_executed_without_errors_or_machine_paths(path):
 def test_every_chapter_pins_numbers_with_asserts_and_has_a_title(path):
     nb = load(path)
     assert any(re.search(r"^\s*assert ", "".join(c["source"]), re.M) for c in code_cells(nb))
-    first_md = "".join(nb["cells"][0]["source"])
+    first_md = "".join(visible_cells(nb)[0]["source"])
     assert re.match(rf"\({path.stem}\)=\n# ", first_md), "open with a label and a title"
+
+
+def visible_cells(nb):
+    """The cells the book shows: all but the hidden macro cell."""
+    return [c for c in nb["cells"] if "remove-cell" not in c["metadata"].get("tags", [])]
+
+
+MACROS = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_macros_are_defined_inside_the_notebook(path):
+    """Colab and Jupyter know nothing of _config.yml: a hidden first cell defines the same macros."""
+    nb = load(path)
+    first = nb["cells"][0]
+    assert first["cell_type"] == "markdown" and "remove-cell" in first["metadata"].get("tags", [])
+    defined = dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", "".join(first["source"])))
+    assert defined == MACROS, "the macro cell must repeat _config.yml's macros exactly"
+    used = set(re.findall(r"\\([A-Za-z]+)", "".join("".join(c["source"]) for c in visible_cells(nb)
+                                                      if c["cell_type"] == "markdown")))
+    assert used & set(MACROS) <= set(defined)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_directives_use_colon_fences_so_jupyter_renders_their_body(path):
+    """```{directive} shows as a code block in Colab (math inside stays raw); :::{directive} does not."""
+    nb = load(path)
+    markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert not re.search(r"^\s*```\{", markdown, re.M)
+
+
+GPU_CHAPTERS = {"maxpool", "training"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_gpu_chapters_ask_colab_for_a_gpu_and_every_header_says_what_a_gpu_changes(path):
+    nb = load(path)
+    header = "".join(visible_cells(nb)[0]["source"])
+    assert re.search(r":::\{admonition\}.*\*\*GPU\.\*\* .*\n:::", header, re.S), "say what a GPU changes"
+    if path.stem in GPU_CHAPTERS:
+        assert nb["metadata"]["accelerator"] == "GPU" and nb["metadata"]["colab"]["gpuType"] == "T4"
+    else:
+        assert "accelerator" not in nb["metadata"]
