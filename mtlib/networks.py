@@ -15,23 +15,97 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtlib._validate import check_size, check_tensor
+from mtlib._validate import check_int, check_tensor
+from mtlib.maxpool._geometry import vector_windows
 from mtlib.ties import tie_set
 
 
 class VectorMaxPool(nn.Module):
-    """Max over consecutive windows of ``kernel`` entries of a vector (stride = kernel).
+    """Max over windows of ``kernel`` consecutive entries of a vector, every ``stride`` entries.
 
-    A 1-d maxpool on unbatched hidden vectors of shape ``(n,)``: ``(n,) -> (n // kernel,)``,
-    with PyTorch's tie rule (first maximal entry of each window).
+    A 1-d maxpool on hidden vectors of shape ``(..., n)``:
+    ``(..., n) -> (..., (n - kernel) // stride + 1)``, with PyTorch's tie rule (first maximal
+    entry of each window). ``stride`` defaults to ``kernel`` (disjoint windows, ``n // kernel``
+    outputs); with ``stride < kernel`` the windows overlap and the layer is *not* 1-Lipschitz
+    in l2 (:func:`mtlib.lipschitz.pool_multiplicity`).
+
+    Args:
+        kernel: window length.
+        stride: distance between the starts of consecutive windows (default ``kernel``).
+
+    Raises:
+        TypeError: ``kernel`` or ``stride`` is not an int.
+        ValueError: ``kernel`` or ``stride`` is < 1.
+
+    Examples:
+        >>> VectorMaxPool(2)(torch.tensor([0.0, 1.0, 3.0, 2.0])).tolist()
+        [1.0, 3.0]
+        >>> VectorMaxPool(3, 1)(torch.tensor([0.0, 1.0, 0.0, 0.0])).tolist()
+        [1.0, 1.0]
     """
 
-    def __init__(self, kernel: int):
+    def __init__(self, kernel: int, stride: int | None = None):
         super().__init__()
-        self.kernel = check_size("VectorMaxPool", "kernel", kernel)
+        name = type(self).__name__
+        self.kernel = check_int(name, "kernel", kernel)
+        self.stride = self.kernel if stride is None else check_int(name, "stride", stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.max_pool1d(x.unsqueeze(-2), self.kernel).squeeze(-2)
+        return nn.functional.max_pool1d(x.unsqueeze(-2), self.kernel, self.stride).squeeze(-2)
+
+    def output_size(self, n: int) -> int:
+        """Number of windows on an input of length ``n``."""
+        return (n - self.kernel) // self.stride + 1
+
+    def windows(self, n: int) -> torch.Tensor:
+        """Index tensor ``(windows, kernel)``: row ``w`` lists the entries of window ``w``."""
+        return vector_windows(n, self.kernel, self.stride)
+
+
+class StridedMaxPool(VectorMaxPool):
+    """:class:`VectorMaxPool` with an explicit ``stride`` (the Lipschitz chapter's name for it).
+
+    Examples:
+        >>> StridedMaxPool(3, 1)(torch.tensor([0.0, 1.0, 0.0, 0.0])).tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__(kernel, stride)
+
+
+NETWORK_LAYERS = (nn.Linear, nn.ReLU, VectorMaxPool)
+"""The layer vocabulary of the networks of eq 1: affine maps, ReLU and vector max pools."""
+
+
+def walk_layers(fn: str, net) -> list[tuple[nn.Module, int | None]]:
+    """Every layer of ``net`` with the width of its input (``None`` before the first ``Linear``).
+
+    The one place that interprets the layer vocabulary :data:`NETWORK_LAYERS`:
+    :func:`count_kinks`, :func:`mtlib.representations.network_layers` and the bounds of
+    :mod:`mtlib.lipschitz` all walk a network through it.
+
+    Raises:
+        TypeError: a layer other than ``nn.Linear``, ``nn.ReLU`` or :class:`VectorMaxPool`
+            (naming ``fn`` and the layer's index).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), VectorMaxPool(3, 1))
+        >>> [(type(layer).__name__, width) for layer, width in walk_layers("f", net)]
+        [('Linear', None), ('ReLU', 6), ('VectorMaxPool', 6)]
+    """
+    walk, width = [], None
+    for i, layer in enumerate(net):
+        if not isinstance(layer, NETWORK_LAYERS):
+            raise TypeError(
+                f"{fn}: `net[{i}]` must be nn.Linear, nn.ReLU or VectorMaxPool, got {type(layer).__name__}"
+            )
+        walk.append((layer, width))
+        if isinstance(layer, nn.Linear):
+            width = layer.out_features
+        elif isinstance(layer, VectorMaxPool) and width is not None:
+            width = layer.output_size(width)
+    return walk
 
 
 def random_network(
@@ -166,21 +240,15 @@ def count_kinks(net: nn.Sequential, x: torch.Tensor) -> KinkCount:
     after_relu = False
     h = x.detach()
     with torch.no_grad():
-        for i, layer in enumerate(net):
+        for layer, _ in walk_layers("count_kinks", net):
             if isinstance(layer, nn.ReLU):
                 relu += int((h == 0).sum())
             elif isinstance(layer, VectorMaxPool):
-                m = h.shape[-1] // layer.kernel
-                windows = h[..., : m * layer.kernel].reshape(*h.shape[:-1], m, layer.kernel)
+                windows = h[..., layer.windows(h.shape[-1])]
                 tied = tie_set(windows).sum(dim=-1) > 1
                 cut = tied & (windows.amax(dim=-1) == 0) if after_relu else torch.zeros_like(tied)
                 dead += int(cut.sum())
                 pool += int((tied & ~cut).sum())
-            elif not isinstance(layer, nn.Linear):
-                raise TypeError(
-                    f"count_kinks: `net[{i}]` must be nn.Linear, nn.ReLU or VectorMaxPool, "
-                    f"got {type(layer).__name__}"
-                )
             after_relu = isinstance(layer, nn.ReLU)
             h = layer(h)
     return KinkCount(relu, pool, dead)

@@ -2,9 +2,7 @@
 
 An associated gradient (Def 1, eq 7) belongs to a *representation* of a function, not to the
 function. This module writes down the representations of the paper as :class:`mtlib.Piecewise`
-objects, so that their associated gradients can be compared with what autograd returns
-(chapters ``theorem``, ``relu`` and ``tangent`` of the book; the kinks a forward pass meets
-are counted by :func:`mtlib.networks.count_kinks`):
+objects, so that their associated gradients can be compared with what autograd returns:
 
 * :func:`relu_piecewise`: ReLU with the three pieces of Sec 4.1 and derivative ``z`` at 0;
 * :func:`max_piecewise`: ``max`` on R^n with the pieces (17) (``ties="first"``), their mirror
@@ -13,9 +11,11 @@ are counted by :func:`mtlib.networks.count_kinks`):
   (Sec 4.2, eq 15, Remark 1);
 * :func:`relu_layer_piecewise`, :func:`max_pool_layer_piecewise`, :func:`network_layers`:
   the layers of a network (eq 1), whose associated Jacobians multiply to eq 14 (Cor 2);
-  :func:`compose_piecewise` turns a list of layers into one representation of the network;
+  :func:`compose_piecewise` turns a list of layers into one representation of the network.
 
 Pieces are enumerated, so the number of pieces of one representation is capped at 100000.
+
+Chapter: theorem, relu, tangent.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mtlib._validate import check_real, check_size, check_ties
-from mtlib.networks import VectorMaxPool
+from mtlib._validate import check_int, check_real, check_ties
+from mtlib.networks import walk_layers
 from mtlib.piecewise import Piecewise
 from mtlib.ties import tie_set
 
 _MAX_PIECES = 100_000
 
 
-def _check_count(fn: str, name: str, count: int) -> None:
+def _check_pieces(fn: str, name: str, count: int) -> None:
     if count > _MAX_PIECES:
         raise ValueError(
             f"{fn}: `{name}` gives {count} pieces, more than the {_MAX_PIECES} that are enumerated"
@@ -139,11 +139,11 @@ def max_piecewise(n: int, ties: str = "first") -> Piecewise:
     References:
         Despres (2024), eqs 17-21; Boustany (2024).
     """
-    n = check_size("max_piecewise", "n", n)
+    n = check_int("max_piecewise", "n", n)
     check_ties("max_piecewise", ties)
 
     if ties == "uniform":
-        _check_count("max_piecewise", "n", 2**n - 1)
+        _check_pieces("max_piecewise", "n", 2**n - 1)
         subsets = [s for k in range(1, n + 1) for s in itertools.combinations(range(n), k)]
         position = {s: alpha for alpha, s in enumerate(subsets)}
         pieces = [functools.partial(_mean_of, list(s)) for s in subsets]
@@ -215,7 +215,7 @@ def _blockwise(fn: str, part: Piecewise, size: int, count: int) -> Piecewise:
     """``count`` copies of ``part``, each on its own block of ``size`` consecutive entries."""
     blocks = [slice(i * size, (i + 1) * size) for i in range(count)]
     radices = [len(part.pieces)] * count
-    _check_count(fn, "n", math.prod(radices))
+    _check_pieces(fn, "n", math.prod(radices))
     pieces = [
         functools.partial(_apply_blocks, tuple((part.pieces[d], b) for d, b in zip(digits, blocks)))
         for digits in itertools.product(*map(range, radices))
@@ -250,7 +250,7 @@ def relu_layer_piecewise(n: int, z: float = 0.0) -> Piecewise:
     References:
         Despres (2024), Sec 4.1 and Cor 2.
     """
-    n = check_size("relu_layer_piecewise", "n", n)
+    n = check_int("relu_layer_piecewise", "n", n)
     return _blockwise("relu_layer_piecewise", relu_piecewise(z), 1, n)
 
 
@@ -280,8 +280,8 @@ def max_pool_layer_piecewise(n: int, kernel: int, ties: str = "first") -> Piecew
     References:
         Despres (2024), Sec 4.3 (pieces 17 and 19) and Cor 2.
     """
-    n = check_size("max_pool_layer_piecewise", "n", n)
-    kernel = check_size("max_pool_layer_piecewise", "kernel", kernel)
+    n = check_int("max_pool_layer_piecewise", "n", n)
+    kernel = check_int("max_pool_layer_piecewise", "kernel", kernel)
     if n % kernel:
         raise ValueError(f"max_pool_layer_piecewise: `kernel` ({kernel}) must divide `n` ({n})")
     window = max_piecewise(kernel, ties)
@@ -333,7 +333,7 @@ def compose_piecewise(layers: Sequence[Piecewise]) -> Piecewise:
                 f"compose_piecewise: `layers[{i}]` must be a Piecewise, got {type(layer).__name__}"
             )
     radices = [len(layer.pieces) for layer in layers]
-    _check_count("compose_piecewise", "layers", math.prod(radices))
+    _check_pieces("compose_piecewise", "layers", math.prod(radices))
     pieces = [
         functools.partial(_apply_chain, tuple(layer.pieces[d] for layer, d in zip(layers, digits)))
         for digits in itertools.product(*map(range, radices))
@@ -352,12 +352,6 @@ def compose_piecewise(layers: Sequence[Piecewise]) -> Piecewise:
 
 def _only_piece(x: torch.Tensor) -> int:
     return 0
-
-
-def _layer_error(fn: str, i: int, layer) -> TypeError:
-    return TypeError(
-        f"{fn}: `net[{i}]` must be nn.Linear, nn.ReLU or VectorMaxPool, got {type(layer).__name__}"
-    )
 
 
 def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> list[Piecewise]:
@@ -394,20 +388,20 @@ def network_layers(net: nn.Sequential, z: float = 0.0, ties: str = "first") -> l
     z = check_real("network_layers", "z", z)
     check_ties("network_layers", ties)
     layers = []
-    width = None
-    for i, layer in enumerate(net):
+    for layer, width in walk_layers("network_layers", net):
         if isinstance(layer, nn.Linear):
             layers.append(Piecewise([layer], _only_piece))
-            width = layer.out_features
-        elif not isinstance(layer, (nn.ReLU, VectorMaxPool)):
-            raise _layer_error("network_layers", i, layer)
         elif width is None:
             raise ValueError(
                 f"network_layers: `net` must start with nn.Linear, got {type(layer).__name__}"
             )
         elif isinstance(layer, nn.ReLU):
             layers.append(relu_layer_piecewise(width, z))
+        elif layer.stride != layer.kernel:
+            raise ValueError(
+                f"network_layers: a VectorMaxPool must have stride = kernel (disjoint windows), "
+                f"got kernel={layer.kernel}, stride={layer.stride}"
+            )
         else:
             layers.append(max_pool_layer_piecewise(width, layer.kernel, ties))
-            width //= layer.kernel
     return layers

@@ -21,7 +21,7 @@ def _ops(records, pred):
 
 
 def test_records_are_complete_and_unique(records):
-    from mtlib._census_cases import CASES
+    from mtlib.census.cases import CASES
 
     assert len(records) == len(CASES) >= 60  # one record per case, no (op, kink) twice
     assert all(isinstance(r, CensusRecord) for r in records.values())
@@ -76,7 +76,7 @@ def test_invalid_records(records):
 
 
 def test_elementwise_verdicts_match_kinkcheck(records):
-    from mtlib._census_cases import CASES
+    from mtlib.census.cases import CASES
 
     for case in CASES:
         if case.kind == "elementwise":

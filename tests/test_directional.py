@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlib import _dual
+from mtlib.directional import _dual
 from mtlib.directional import (
     Dual,
     compare_directional,

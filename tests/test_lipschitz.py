@@ -169,7 +169,7 @@ def test_bounds_sweep_columns_and_order():
         (lambda: steepest_piece_1d(nn.Sequential(nn.Linear(2, 1))), ValueError, "steepest_piece_1d: `net`"),
         (lambda: pool_multiplicity(2, 3, 1), ValueError, "pool_multiplicity: `kernel`"),
         (lambda: StridedMaxPool(0, 1), ValueError, "StridedMaxPool: `kernel`"),
-        (lambda: StridedMaxPool(2, 1.5), ValueError, "StridedMaxPool: `stride`"),
+        (lambda: StridedMaxPool(2, 1.5), TypeError, "StridedMaxPool: `stride` must be an int"),
         (lambda: smoothed_network(nn.Sequential(nn.Linear(1, 1)), 0.0), ValueError, "smoothed_network: `beta`"),
         (lambda: jacobian_norms(nn.Linear(1, 1), torch.zeros(1)), ValueError, "jacobian_norms: `x`"),
         (lambda: jacobian_norms(nn.Linear(1, 1), torch.zeros(1, 1, dtype=torch.long)), TypeError,

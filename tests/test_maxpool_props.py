@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mtlib._pool_geometry import pool_axes
+from mtlib.maxpool._geometry import pool_axes
 from mtlib.maxpool import max_pool1d, max_pool2d, window_tie_counts
 from mtlib.ties import check_tangent
 

@@ -55,7 +55,7 @@ def test_mtlib_works_without_triton():
         "x = torch.zeros(1, 2, 2, requires_grad=True)\n"
         "max_pool2d(x, 2, ties='uniform').backward()\n"
         "assert x.grad.tolist() == [[[0.25, 0.25], [0.25, 0.25]]]\n"
-        "assert 'mtlib._maxpool_triton' not in sys.modules\n"
+        "assert 'mtlib.maxpool._triton' not in sys.modules\n"
         "try:\n"
         "    max_pool2d(x, 2, ties='uniform', backend='triton')\n"
         "except ImportError as e:\n"
@@ -78,7 +78,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu(kernel, dtype, rule):
     from triton.backends.compiler import GPUTarget
 
     target = GPUTarget("cuda", 90, 32)
-    from mtlib import _maxpool_triton
+    from mtlib.maxpool import _triton
 
     pointers = (["x_ptr", "out_ptr"] if kernel == "_forward_kernel"
                 else ["g_ptr", "x_ptr", "m_ptr", "gx_ptr"])
@@ -89,9 +89,9 @@ def test_kernels_compile_for_an_h100_without_a_gpu(kernel, dtype, rule):
     constants = {"KH": 3, "KW": 2, "RULE": rule, "BLOCK": 256,
                  "ACC": tl.float64 if dtype == "fp64" else tl.float32}
     signature.update({name: "constexpr" for name in constants})
-    source = compiler.ASTSource(fn=getattr(_maxpool_triton, kernel), signature=signature,
+    source = compiler.ASTSource(fn=getattr(_triton, kernel), signature=signature,
                                 constexprs=constants)
-    compiled = triton.compile(source, target=target, options=_maxpool_triton.COMPILE_OPTIONS)
+    compiled = triton.compile(source, target=target, options=_triton.COMPILE_OPTIONS)
     assert compiled.asm["cubin"]
     if kernel == "_backward_kernel" and rule == 2:
         assert "div.rn.f" in compiled.asm["ptx"]  # IEEE division, as PyTorch's g / count
@@ -203,11 +203,11 @@ def check_many_ties_16_bit():
     shares g / N they give (no float count is ever formed)."""
     import torch
 
-    from mtlib import _maxpool_triton
+    from mtlib.maxpool import _triton
     from mtlib.maxpool import window_tie_counts
 
-    block = _maxpool_triton._BLOCK
-    _maxpool_triton._BLOCK = 4096  # one program: the interpreter unrolls the n taps per program
+    block = _triton._BLOCK
+    _triton._BLOCK = 4096  # one program: the interpreter unrolls the n taps per program
     try:
         x = torch.full((1, 1, 1, 2049), 0.5, dtype=torch.float16)
         assert window_tie_counts(x, (1, 2049), backend="triton").item() == 2049
@@ -218,7 +218,7 @@ def check_many_ties_16_bit():
                           backend="triton")
             assert torch.all(gx == (1.0 / torch.tensor(n, dtype=torch.float32)).to(dtype)), dtype
     finally:  # the later groups run with the launch block size of the library
-        _maxpool_triton._BLOCK = block
+        _triton._BLOCK = block
 
 
 def check_empty_batch():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mtlib import sweep, sweeps
+from mtlib.sweep import registry
 from mtlib.sweep import RECORD_MIME, expand_grid, read_records, record, run_sweep
 
 TINY_SOURCE = [
@@ -94,7 +95,7 @@ def test_assigned_names_sees_only_top_level_variables():
 @pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
 def test_registered_sweep_varies_parameters_of_its_notebook(name):
     sw = sweeps.SWEEPS[name]
-    nb = nbformat.read(str(sweeps._REPO / sw.notebook), as_version=4)
+    nb = nbformat.read(str(registry._REPO / sw.notebook), as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     parameters = assigned_names(tagged[0].source)
@@ -108,7 +109,7 @@ def test_registered_sweep_varies_parameters_of_its_notebook(name):
 def test_registered_sweep_has_its_table_in_the_book(name):
     """book/data/sweep_NAME.csv (read by the sweeps chapter) is a complete, successful run of the grid."""
     points = expand_grid(sweeps.SWEEPS[name].grid)
-    table = pd.read_csv(sweeps._REPO / "book" / "data" / f"sweep_{name}.csv")
+    table = pd.read_csv(registry._REPO / "book" / "data" / f"sweep_{name}.csv")
     assert table["run"].tolist() == list(range(len(points)))
     assert (table["status"] == "ok").all()
     for key in points[0]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from mtlib import _tie_ops as ops
+from mtlib.policy import _ops as ops
 from mtlib import maxpool
 from mtlib._validate import check_ties
 
@@ -52,15 +52,15 @@ def _clamp_max(rule, func, input, max):
 
 
 def _maximum(rule, func, input, other):
-    return ops.extreme2(input, other, rule, largest=True)
+    return ops.max_or_min(input, other, rule, largest=True)
 
 
 def _minimum(rule, func, input, other):
-    return ops.extreme2(input, other, rule, largest=False)
+    return ops.max_or_min(input, other, rule, largest=False)
 
 
 def _abs(rule, func, input):
-    return ops.abs_(input, rule)
+    return ops.absolute(input, rule)
 
 
 def _make_max(largest: bool, result_type):
@@ -68,7 +68,7 @@ def _make_max(largest: bool, result_type):
         if isinstance(dim, torch.Tensor):
             dim, other = None, dim
         if other is not None:
-            return ops.extreme2(input, other, rule, largest)
+            return ops.max_or_min(input, other, rule, largest)
         if dim is None:
             return ops.reduce(input, None, False, rule, largest)
         if not isinstance(dim, int) or input.dim() == 0:

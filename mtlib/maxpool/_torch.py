@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from mtlib._pool_geometry import PoolAxis
+from mtlib.maxpool._geometry import PoolAxis
 
 
 class _Tap(NamedTuple):
@@ -276,14 +276,3 @@ def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor
         return acc
     return _shares(acc, aux, ah.kernel * aw.kernel, ah.has_empty_window() or aw.has_empty_window())
 
-
-def flat_indices(aux: torch.Tensor, ah: PoolAxis, aw: PoolAxis) -> torch.Tensor:
-    """PyTorch-style ``return_indices``: flat index ``ih * W + iw`` of each output's selected tap
-    (``aux`` from a ``"first"``/``"last"`` forward), ``int64``; -1 for an all-padding window."""
-    tap = aux.long()
-    i, j = tap.div(aw.kernel, rounding_mode="floor"), tap.remainder(aw.kernel)
-    oh = torch.arange(ah.out, device=aux.device).view(-1, 1)
-    ow = torch.arange(aw.out, device=aux.device)
-    ih = oh * ah.stride - ah.padding + i * ah.dilation
-    iw = ow * aw.stride - aw.padding + j * aw.dilation
-    return torch.where(tap >= 0, ih * aw.size + iw, -1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtlib._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
+from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
 
 NEG_INF = float("-inf")
 

@@ -1,4 +1,4 @@
-"""Exact piecewise-linear propagation for networks with one input (used by mtlib.lipschitz).
+"""Exact piecewise-linear propagation for networks with one input (used by :mod:`mtlib.lipschitz._exact`).
 
 A vector of continuous piecewise-linear functions of ``t`` is stored as ``knots`` ``(K,)``
 (increasing), ``values`` ``(n, K)`` at the knots and ``slopes`` ``(n, K + 1)``, one per
@@ -10,11 +10,6 @@ nonlinearity switches branch and then pick, interval by interval, the active bra
 from __future__ import annotations
 
 import torch
-
-
-def windows(n: int, kernel: int, stride: int) -> torch.Tensor:
-    """Index tensor ``(n_windows, kernel)`` of the pooling windows of a length-``n`` vector."""
-    return torch.arange(0, n - kernel + 1, stride)[:, None] + torch.arange(kernel)
 
 
 def _evaluate(knots, values, slopes, t):

@@ -13,8 +13,8 @@ Three custom ops on 4-d ``(N, C, H, W)`` inputs, each with a fake (meta) impleme
 
 The forward saves ``x``, the window max and the integer ``aux``; the backward compares ``x``
 with the saved max (exact: the max is an entry of ``x``) and divides by the saved count.
-``backend`` is ``"torch"`` (:mod:`mtlib._maxpool_ref`) or ``"triton"``
-(:mod:`mtlib._maxpool_triton`, imported on first use); the tangent always uses the former.
+``backend`` is ``"torch"`` (:mod:`mtlib.maxpool._torch`) or ``"triton"``
+(:mod:`mtlib.maxpool._triton`, imported on first use); the tangent always uses the former.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import importlib
 import torch
 from torch import Tensor
 
-from mtlib import _maxpool_ref
-from mtlib._pool_geometry import pool_axes
+from mtlib.maxpool import _torch
+from mtlib.maxpool._geometry import pool_axes
 
-_BACKENDS = {"torch": "mtlib._maxpool_ref", "triton": "mtlib._maxpool_triton"}
+_BACKENDS = {"torch": "mtlib.maxpool._torch", "triton": "mtlib.maxpool._triton"}
 
 
 def _impl(backend: str):
@@ -77,7 +77,7 @@ def max_pool2d_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
                             backend: str) -> Tensor:
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``)."""
     ah, aw = _axes(x, kernel, stride, padding, dilation, ceil_mode)
-    return _maxpool_ref.tangent(v.contiguous(), x.contiguous(), out.contiguous(),
+    return _torch.tangent(v.contiguous(), x.contiguous(), out.contiguous(),
                                 aux.contiguous(), ah, aw, ties)
 
 

@@ -14,7 +14,7 @@ Command line (``make sweep NAME=boustany``)::
 
     python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]
 
-runs the sweep ``NAME`` registered in :mod:`mtlib.sweeps` (``boustany``, ``stampacchia``,
+runs the sweep ``NAME`` registered in :mod:`mtlib.sweep.registry` (``boustany``, ``stampacchia``,
 ``training``) and writes the executed notebooks and ``results.csv`` into ``DIR`` (default ``_build/sweeps/NAME``).
 """
 
@@ -288,9 +288,3 @@ def _short(value) -> str:
 
 def _cell(value):
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
-
-
-if __name__ == "__main__":
-    from mtlib.sweeps import main
-
-    sys.exit(main())

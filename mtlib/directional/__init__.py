@@ -14,7 +14,8 @@ not of a representation: where an associated gradient (Def 1, eq 7) depends on t
 it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
 
 :func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``; see
-:mod:`mtlib._dual` (smooth ops, comparisons) and :mod:`mtlib._onesided` (the kinks).
+:mod:`mtlib.directional._dual` (the tensor and its dispatch), :mod:`mtlib.directional._smooth`
+(smooth ops, comparisons, metadata) and :mod:`mtlib.directional._kinks` (the kinks).
 Chapter: ``directional`` of the book.
 """
 
@@ -27,10 +28,11 @@ import pandas as pd
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
-from mtlib import _onesided  # noqa: F401  (registers the one-sided rules)
-from mtlib._dual import Dual, Rule, smooth_rule
-from mtlib._dual import register_rule as _register_rule
 from mtlib._validate import check_positive, check_tensor
+from mtlib.directional import _kinks  # noqa: F401  (importing registers the one-sided rules)
+from mtlib.directional._dual import Dual, Rule
+from mtlib.directional._dual import register_rule as _register_rule
+from mtlib.directional._smooth import smooth_rule  # importing also registers the smooth rules
 
 __all__ = ["Dual", "compare_directional", "jvp", "one_sided_difference", "register_rule",
            "register_smooth"]

@@ -3,7 +3,7 @@
 Despres (2024, Sec 5) concludes that the gradient PyTorch's autodiff returns is always an
 associated gradient (Def 1, eq 7) of some piecewise representation of the function. The
 census checks that claim op by op on the installed torch: :func:`run` evaluates every op of
-``mtlib._census_cases.CASES`` at one of its nonsmooth points, in reverse mode (backward) and
+``mtlib.census.cases.CASES`` at one of its nonsmooth points, in reverse mode (backward) and
 forward mode (``torch.func.jvp``), names the rule it follows and judges it.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.func import jvp
 
-from mtlib._census_cases import CASES, KINDS, Case
+from mtlib.census.cases import CASES, KINDS, Case
 from mtlib.kinkcheck import one_sided
 from mtlib.policy import tie_policy
 from mtlib.ties import check_tangent, max_weights
@@ -77,7 +77,7 @@ def _forward(f: Callable, x: torch.Tensor) -> torch.Tensor | None:
     return torch.stack(cols, dim=1)
 
 
-def _elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
+def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
     """One variable, Sec 4.1: any finite value is associated; Clarke's set is [L, R]."""
     v = float(g[0, 0])
     if v != v:
@@ -107,7 +107,7 @@ def _tie_rule(mask: torch.Tensor, w: torch.Tensor) -> str:
     return "weights (" + ", ".join(f"{v:.3g}" for v in w[mask].tolist()) + ")"
 
 
-def _ties(masks: torch.Tensor, signs: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
+def _judge_ties(masks: torch.Tensor, signs: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
     """Order statistics, eq 15: weights ``w = signs * g`` vanish off the tie set, sum to 1."""
     if not bool(torch.isfinite(g).all()):
         return False, False, "nan"
@@ -121,7 +121,7 @@ def _ties(masks: torch.Tensor, signs: torch.Tensor, g: torch.Tensor) -> tuple[bo
     return valid, clarke, rule
 
 
-def _ball(case: Case, g: torch.Tensor) -> tuple[bool, bool, str]:
+def _judge_ball(case: Case, g: torch.Tensor) -> tuple[bool, bool, str]:
     """A norm at 0: the piece is the point {0}; Clarke's set is the dual unit ball."""
     if not bool(torch.isfinite(g).all()):
         return False, False, "nan"
@@ -141,16 +141,16 @@ def _windows(f: Callable, x: torch.Tensor) -> torch.Tensor:
 
 def _judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
     if case.kind == "elementwise":
-        return _elementwise(case, x, g)
+        return _judge_elementwise(case, x, g)
     if case.kind == "ball":
-        return _ball(case, g)
+        return _judge_ball(case, g)
     with torch.no_grad():
         masks = _windows(case.f, x) if case.kind == "windows" else torch.tensor(case.masks, dtype=torch.bool)
     if masks.shape != g.shape:
         raise ValueError(f"run: `masks` of case {case.op!r} must hold one row of {g.shape[1]} flags per "
                          f"output ({g.shape[0]}), got shape {tuple(masks.shape)}")
     signs = torch.tensor(case.signs or (1.0,) * x.numel(), dtype=g.dtype)
-    return _ties(masks, signs, g)
+    return _judge_ties(masks, signs, g)
 
 
 def _rows(jac: torch.Tensor) -> tuple[tuple[float, ...], ...]:
@@ -187,7 +187,7 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
 
     Args:
         cases: the ops and kinks to visit; ``None`` for the built-in list
-            ``mtlib._census_cases.CASES`` (about 65 PyTorch ops). Pass your own
+            ``mtlib.census.cases.CASES`` (about 65 PyTorch ops). Pass your own
             :class:`Case` objects to census your own functions.
 
     Returns:

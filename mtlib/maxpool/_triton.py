@@ -1,6 +1,6 @@
 """Triton backend of the tie-aware max pool (CUDA; CPU under ``TRITON_INTERPRET=1``).
 
-Same contract as :mod:`mtlib._maxpool_ref` (``forward`` returns the window max and an ``int32``
+Same contract as :mod:`mtlib.maxpool._torch` (``forward`` returns the window max and an ``int32``
 tie count or selected tap per output; ``backward`` returns the input gradient), with two
 kernels:
 
@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mtlib._pool_geometry import PoolAxis
+from mtlib.maxpool._geometry import PoolAxis
 
 _RULES = {"first": 0, "last": 1, "uniform": 2}
 _BLOCK = 256

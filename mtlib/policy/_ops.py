@@ -23,7 +23,7 @@ def _max_last_dim(s: torch.Tensor, rule: str, largest: bool) -> torch.Tensor:
     return _MAX[rule](s) if largest else -_MAX[rule](-s)
 
 
-def extreme2(a, b, rule: str, largest: bool) -> torch.Tensor:
+def max_or_min(a, b, rule: str, largest: bool) -> torch.Tensor:
     """``max(a, b)`` (or ``min``) elementwise with broadcasting; ties resolved by ``rule``.
 
     ``a`` and ``b`` are tensors or Python numbers, in that order: under ``"first"`` the
@@ -46,15 +46,15 @@ def relu(x: torch.Tensor, rule: str) -> torch.Tensor:
 def clamp(x: torch.Tensor, lo, hi, rule: str) -> torch.Tensor:
     """``clamp(x, lo, hi) = min(max(x, lo), hi)``, ``x`` the first candidate of both."""
     if lo is not None:
-        x = extreme2(x, lo, rule, largest=True)
+        x = max_or_min(x, lo, rule, largest=True)
     if hi is not None:
-        x = extreme2(x, hi, rule, largest=False)
+        x = max_or_min(x, hi, rule, largest=False)
     return x
 
 
-def abs_(x: torch.Tensor, rule: str) -> torch.Tensor:
+def absolute(x: torch.Tensor, rule: str) -> torch.Tensor:
     """``|x| = max(x, -x)``: derivative 1 (first), -1 (last) or 0 (uniform) at 0."""
-    return extreme2(x, -x, rule, largest=True) + 0.0  # + 0.0 turns a -0.0 result into 0.0
+    return max_or_min(x, -x, rule, largest=True) + 0.0  # + 0.0 turns a -0.0 result into 0.0
 
 
 def _reduced_dims(dim, ndim: int) -> tuple[int, ...]:

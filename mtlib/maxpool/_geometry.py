@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
                      ceil_mode: bool) -> int:
@@ -63,6 +65,23 @@ class PoolAxis:
             covered = max(covered, hi)
         return covered < self.out
 
+    def window_indices(self) -> torch.Tensor:
+        """``(out, kernel)`` index tensor: the input index read by tap ``i`` of output ``o``
+        (negative or ``>= size`` inside the padding)."""
+        taps = torch.arange(self.kernel) * self.dilation - self.padding
+        return torch.arange(self.out)[:, None] * self.stride + taps
+
+
+def vector_windows(n: int, kernel: int, stride: int) -> torch.Tensor:
+    """Index tensor ``(windows, kernel)`` of a max pool over a vector of length ``n`` (no padding,
+    no dilation, floor mode): the windows of :class:`mtlib.networks.VectorMaxPool`.
+
+    Examples:
+        >>> vector_windows(5, 3, 2).tolist()
+        [[0, 1, 2], [2, 3, 4]]
+    """
+    return PoolAxis(n, kernel, stride, 0, 1, pool_output_size(n, kernel, stride, 0, 1, False)).window_indices()
+
 
 def pool_axes(spatial: tuple[int, int], kernel, stride, padding, dilation,
               ceil_mode: bool) -> tuple[PoolAxis, PoolAxis]:
@@ -71,3 +90,15 @@ def pool_axes(spatial: tuple[int, int], kernel, stride, padding, dilation,
         PoolAxis(L, k, s, p, d, pool_output_size(L, k, s, p, d, ceil_mode))
         for L, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)
     )
+
+
+def flat_indices(aux: torch.Tensor, ah: PoolAxis, aw: PoolAxis) -> torch.Tensor:
+    """PyTorch-style ``return_indices``: flat index ``ih * W + iw`` of each output's selected tap
+    (``aux`` from a ``"first"``/``"last"`` forward), ``int64``; -1 for an all-padding window."""
+    tap = aux.long()
+    i, j = tap.div(aw.kernel, rounding_mode="floor"), tap.remainder(aw.kernel)
+    oh = torch.arange(ah.out, device=aux.device).view(-1, 1)
+    ow = torch.arange(aw.out, device=aux.device)
+    ih = oh * ah.stride - ah.padding + i * ah.dilation
+    iw = ow * aw.stride - aw.padding + j * aw.dilation
+    return torch.where(tap >= 0, ih * aw.size + iw, -1)

@@ -22,112 +22,16 @@ scan), ``"last"`` to the first NaN, ``"uniform"`` splits it among all of them.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import numbers
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from mtlib._maxpool_op import pool_ties
-from mtlib._maxpool_ref import flat_indices
-from mtlib._pool_geometry import pool_axes
-from mtlib._validate import check_positive, check_tensor, check_ties
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "torch", "triton")
+from mtlib.maxpool._args import PoolArgs, check_input, choose_backend, pool_args
+from mtlib.maxpool._geometry import flat_indices, pool_axes
+from mtlib.maxpool._op import pool_ties
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def _int_tuple(fn: str, name: str, value, n: int) -> tuple[int, ...]:
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if len(items) == 1:
-        items = items * n
-    if len(items) != n or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                              for v in items):
-        raise TypeError(f"{fn}: `{name}` must be an int or a tuple of {n} ints, got {value!r}")
-    return tuple(int(v) for v in items)
-
-
-@dataclass(frozen=True)
-class _PoolArgs:
-    """Validated pooling arguments, one entry per spatial dimension."""
-
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    ceil_mode: bool
-    ties: str
-    backend: str
-
-    def as_2d(self) -> list[list[int]]:
-        """Kernel, stride, padding, dilation as pairs (a 1-d pool is a 2-d one of height 1)."""
-        pad = (1, 1, 0, 1)
-        return [[p] * (2 - len(v)) + list(v)
-                for v, p in zip((self.kernel, self.stride, self.padding, self.dilation), pad)]
-
-
-def _pool_args(fn, n, kernel_size, stride, padding, dilation, ceil_mode, return_indices, ties,
-               backend) -> _PoolArgs:
-    kernel = _int_tuple(fn, "kernel_size", kernel_size, n)
-    default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
-    stride = kernel if default_stride else _int_tuple(fn, "stride", stride, n)
-    padding = _int_tuple(fn, "padding", padding, n)
-    dilation = _int_tuple(fn, "dilation", dilation, n)
-    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
-        for v in values:
-            check_positive(fn, name, v)
-    if any(p < 0 for p in padding):
-        raise ValueError(f"{fn}: `padding` must be >= 0, got {padding}")
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(
-            f"{fn}: `padding` must be at most half of `kernel_size`, got padding={padding} "
-            f"for kernel_size={kernel}")
-    check_ties(fn, ties)
-    if return_indices and ties == "uniform":
-        raise ValueError(
-            f"{fn}: `return_indices` needs one selected entry per window, so it is not "
-            "available with ties='uniform'; use ties='first' or 'last'")
-    if backend not in BACKENDS:
-        raise ValueError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
-    return _PoolArgs(kernel, stride, padding, dilation, bool(ceil_mode), ties, backend)
-
-
-def _check_input(fn: str, x, n: int) -> None:
-    check_tensor(fn, "input", x)
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{fn}: `input` must have dtype float16, bfloat16, float32 or float64, "
-                        f"got {x.dtype}")
-    dims = "(C, L) or (N, C, L)" if n == 1 else "(C, H, W) or (N, C, H, W)"
-    if x.dim() not in (n + 1, n + 2):
-        raise ValueError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
-                         f"got shape {tuple(x.shape)}")
-    if 0 in x.shape[-n - 1:]:
-        raise ValueError(f"{fn}: `input` needs non-empty channel and spatial dimensions, "
-                         f"got shape {tuple(x.shape)}")
-
-
-def _backend(fn: str, backend: str, x: torch.Tensor) -> str:
-    if backend == "auto":
-        return "triton" if x.is_cuda and _triton_installed() else "torch"
-    if backend == "triton" and not _triton_installed():
-        raise ImportError(f"{fn}: backend='triton' needs the `triton` package")
-    if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{fn}: backend='triton' runs on CUDA tensors (or on CPU with "
-                         f"TRITON_INTERPRET=1 set before triton is imported), got a "
-                         f"{x.device.type} tensor")
-    return backend
-
-
-def _pool(fn: str, n: int, x, args: _PoolArgs, return_indices: bool, counts_only=False):
-    _check_input(fn, x, n)
+def _pool(fn: str, n: int, x, args: PoolArgs, return_indices: bool, counts_only=False):
+    check_input(fn, x, n)
     kernel, stride, padding, dilation = args.as_2d()
     batch = x.shape[0] if x.dim() == n + 2 else 1
     x4 = x.reshape(batch, x.shape[-n - 1], *([1] * (2 - n)), *x.shape[-n:])
@@ -144,7 +48,7 @@ def _pool(fn: str, n: int, x, args: _PoolArgs, return_indices: bool, counts_only
         return pool(x, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode,
                     return_indices)
     out, aux = pool_ties(x4, kernel, stride, padding, dilation, args.ceil_mode, args.ties,
-                         _backend(fn, args.backend, x))
+                         choose_backend(fn, args.backend, x))
     shape = (*x.shape[:-n], *(ah.out, aw.out)[2 - n:])
     if counts_only:
         return aux.reshape(shape)
@@ -202,7 +106,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         >>> x.grad.tolist()
         [[[0.25, 0.25], [0.25, 0.25]]]
     """
-    args = _pool_args("max_pool2d", 2, kernel_size, stride, padding, dilation, ceil_mode,
+    args = pool_args("max_pool2d", 2, kernel_size, stride, padding, dilation, ceil_mode,
                       return_indices, ties, backend)
     return _pool("max_pool2d", 2, input, args, return_indices)
 
@@ -224,7 +128,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         >>> [torch.autograd.grad(f(rule), t)[0].item() for rule in ("first", "uniform")]
         [-3.0, 0.0]
     """
-    args = _pool_args("max_pool1d", 1, kernel_size, stride, padding, dilation, ceil_mode,
+    args = pool_args("max_pool1d", 1, kernel_size, stride, padding, dilation, ceil_mode,
                       return_indices, ties, backend)
     return _pool("max_pool1d", 1, input, args, return_indices)
 
@@ -260,7 +164,7 @@ def window_tie_counts(input, kernel_size, stride=None, padding=0, dilation=1, ce
     References:
         Despres (2024), Sec 4.3, eq 20; book chapter ``training`` (tie statistics).
     """
-    args = _pool_args("window_tie_counts", 2, kernel_size, stride, padding, dilation, ceil_mode,
+    args = pool_args("window_tie_counts", 2, kernel_size, stride, padding, dilation, ceil_mode,
                       False, "uniform", backend)
     with torch.no_grad():
         return _pool("window_tie_counts", 2, input, args, False, counts_only=True)
@@ -274,7 +178,7 @@ class _MaxPoolNd(torch.nn.Module):
                  ceil_mode=False, *, ties="first", backend="auto"):
         super().__init__()
         name = type(self).__name__
-        _pool_args(name, self._dims, kernel_size, stride, padding, dilation, ceil_mode,
+        pool_args(name, self._dims, kernel_size, stride, padding, dilation, ceil_mode,
                    return_indices, ties, backend)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode

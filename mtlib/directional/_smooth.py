@@ -1,0 +1,127 @@
+"""Rules for the ops of :class:`~mtlib.directional._dual.Dual` that have no kink.
+
+* smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangent is
+  pushed forward with ``torch.func.jvp``, the ordinary chain rule;
+* comparisons: the lexicographic order of ``(value, tangent)``, which is the order of
+  ``x + h d`` for small ``h > 0``, so a Python ``if`` takes the branch of the perturbed point;
+* metadata (``shape``, ``dim()``, ``dtype`` ...) and constants (``zeros_like``, ``detach``):
+  evaluated on the primal, without tangent;
+* conversions that would drop the tangent (``item``, ``tolist``, ...) raise.
+
+Importing this module registers the rules in :data:`mtlib.directional._dual.RULES`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
+
+
+def smooth_rule(func, args, kwargs):
+    """Push the tangents forward with ``torch.func.jvp`` (the chain rule of smooth maps)."""
+    leaves, spec = tree_flatten((args, kwargs))
+    slots = [i for i, a in enumerate(leaves) if isinstance(a, Dual)]
+    base = [a.primal if isinstance(a, Dual) else a for a in leaves]
+
+    def call(*xs):
+        filled = list(base)
+        for i, x in zip(slots, xs):
+            filled[i] = x
+        a, k = tree_unflatten(filled, spec)
+        return func(*a, **k)
+
+    out, tan = torch.func.jvp(
+        call, tuple(leaves[i].primal for i in slots), tuple(leaves[i].tangent for i in slots)
+    )
+    return tree_map(lambda o, t: _wrap_output(func, o, t), out, tan)
+
+
+def _wrap_output(func, out, tan):
+    if not isinstance(out, torch.Tensor):
+        return out
+    if not out.is_floating_point():
+        raise NotImplementedError(
+            f"mtlib.directional: `{op_name(func)}` returns a {out.dtype} tensor, which is piecewise "
+            f"constant in its input: it has no directional derivative to propagate"
+        )
+    return wrap(out, tan)
+
+
+def primal_rule(func, args, kwargs):
+    """Evaluate on the primals, no tangent: metadata (``shape``, ``dtype`` ...) and ops whose
+    result does not depend on the values (``zeros_like``; ``detach``, a constant by definition)."""
+    return func(*primals(args), **primals(kwargs))
+
+
+def lex_compare(op: str):
+    """Comparison rule in the order of ``x + h d``, ``h -> 0+`` (lexicographic on (value, tangent))."""
+
+    def rule(func, args, kwargs):
+        a, b = (args + tuple(kwargs.values()))[:2]
+        va, ta = split(a, like=b)
+        vb, tb = split(b, like=a)
+        if op in ("eq", "ne"):
+            equal = (va == vb) & (ta == tb)
+            return equal if op == "eq" else ~equal
+        if op in ("lt", "le"):
+            va, ta, vb, tb = vb, tb, va, ta
+        tangent_wins = ta > tb if op in ("gt", "lt") else ta >= tb
+        return (va > vb) | ((va == vb) & tangent_wins)
+
+    return rule
+
+
+def _bool_rule(func, args, kwargs):
+    (x,) = args
+    return bool(lex_compare("ne")(func, (x, 0.0), {}))
+
+
+def _repr_rule(func, args, kwargs):
+    x = args[0]
+    return f"Dual(primal={x.primal!r}, tangent={x.tangent!r})"
+
+
+def _format_rule(func, args, kwargs):
+    x, spec = args
+    if spec:
+        _drop_rule(func, args, kwargs)
+    return _repr_rule(func, args, kwargs)
+
+
+def _drop_rule(func, args, kwargs):
+    raise NotImplementedError(
+        f"mtlib.directional: `{op_name(func)}` would drop the tangent of a dual; read "
+        f"`x.primal` and `x.tangent` instead (or return the tensor from `f`)"
+    )
+
+
+_SMOOTH = """
+add sub subtract mul multiply div divide true_divide neg negative pow square sqrt rsqrt exp exp2
+expm1 log log2 log10 log1p sin cos tan tanh sinh cosh asin acos atan sigmoid logsigmoid softplus
+silu gelu mish erf reciprocal softmax log_softmax logsumexp matmul mm bmm mv dot outer einsum
+linear bilinear conv1d conv2d conv3d sum mean prod cumsum var reshape view view_as flatten
+unflatten squeeze unsqueeze permute transpose swapaxes t movedim expand expand_as broadcast_to
+repeat tile flip roll narrow select index_select gather take_along_dim diagonal diag tril triu
+stack cat concat concatenate hstack vstack unbind split chunk clone contiguous to type_as double
+float pad unfold where masked_fill lerp mse_loss cross_entropy nll_loss
+binary_cross_entropy_with_logits __getitem__ __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__
+__truediv__ __rtruediv__ __neg__ positive __pos__ __pow__ __rpow__ __matmul__ __rmatmul__ T mT
+""".split()
+_PRIMAL_ONLY = """
+shape dtype device ndim layout requires_grad is_cuda is_leaf dim ndimension size numel nelement
+is_floating_point is_complex is_contiguous stride element_size storage_offset __len__ __hash__
+zeros_like ones_like full_like empty_like new_zeros new_ones new_full detach
+""".split()
+_COMPARE = {"gt": "gt greater __gt__", "ge": "ge greater_equal __ge__", "lt": "lt less __lt__",
+            "le": "le less_equal __le__", "eq": "eq __eq__", "ne": "ne not_equal __ne__"}
+
+register_rule(funcs_named(*_SMOOTH), smooth_rule)
+register_rule(funcs_named(*_PRIMAL_ONLY), primal_rule)
+for _op, _names in _COMPARE.items():
+    register_rule(funcs_named(*_names.split()), lex_compare(_op))
+register_rule(funcs_named("__bool__"), _bool_rule)
+register_rule(funcs_named("__repr__"), _repr_rule)
+register_rule(funcs_named("__format__"), _format_rule)
+register_rule(funcs_named("item", "tolist", "numpy", "__float__", "__int__", "__index__"), _drop_rule)

@@ -1,0 +1,104 @@
+"""Argument checks of the tie-aware max pool (:mod:`mtlib.maxpool`): one place that turns the
+``torch.nn.functional``-style arguments into validated per-axis tuples and picks the backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import numbers
+import os
+from dataclasses import dataclass
+
+import torch
+
+from mtlib._validate import check_positive, check_tensor, check_ties
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def int_tuple(fn: str, name: str, value, n: int) -> tuple[int, ...]:
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(items) == 1:
+        items = items * n
+    if len(items) != n or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                              for v in items):
+        raise TypeError(f"{fn}: `{name}` must be an int or a tuple of {n} ints, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+@dataclass(frozen=True)
+class PoolArgs:
+    """Validated pooling arguments, one entry per spatial dimension."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+    ties: str
+    backend: str
+
+    def as_2d(self) -> list[list[int]]:
+        """Kernel, stride, padding, dilation as pairs (a 1-d pool is a 2-d one of height 1)."""
+        pad = (1, 1, 0, 1)
+        return [[p] * (2 - len(v)) + list(v)
+                for v, p in zip((self.kernel, self.stride, self.padding, self.dilation), pad)]
+
+
+def pool_args(fn, n, kernel_size, stride, padding, dilation, ceil_mode, return_indices, ties,
+               backend) -> PoolArgs:
+    kernel = int_tuple(fn, "kernel_size", kernel_size, n)
+    default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    stride = kernel if default_stride else int_tuple(fn, "stride", stride, n)
+    padding = int_tuple(fn, "padding", padding, n)
+    dilation = int_tuple(fn, "dilation", dilation, n)
+    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        for v in values:
+            check_positive(fn, name, v)
+    if any(p < 0 for p in padding):
+        raise ValueError(f"{fn}: `padding` must be >= 0, got {padding}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(
+            f"{fn}: `padding` must be at most half of `kernel_size`, got padding={padding} "
+            f"for kernel_size={kernel}")
+    check_ties(fn, ties)
+    if return_indices and ties == "uniform":
+        raise ValueError(
+            f"{fn}: `return_indices` needs one selected entry per window, so it is not "
+            "available with ties='uniform'; use ties='first' or 'last'")
+    if backend not in BACKENDS:
+        raise ValueError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
+    return PoolArgs(kernel, stride, padding, dilation, bool(ceil_mode), ties, backend)
+
+
+def check_input(fn: str, x, n: int) -> None:
+    check_tensor(fn, "input", x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn}: `input` must have dtype float16, bfloat16, float32 or float64, "
+                        f"got {x.dtype}")
+    dims = "(C, L) or (N, C, L)" if n == 1 else "(C, H, W) or (N, C, H, W)"
+    if x.dim() not in (n + 1, n + 2):
+        raise ValueError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
+                         f"got shape {tuple(x.shape)}")
+    if 0 in x.shape[-n - 1:]:
+        raise ValueError(f"{fn}: `input` needs non-empty channel and spatial dimensions, "
+                         f"got shape {tuple(x.shape)}")
+
+
+def choose_backend(fn: str, backend: str, x: torch.Tensor) -> str:
+    if backend == "auto":
+        return "triton" if x.is_cuda and triton_installed() else "torch"
+    if backend == "triton" and not triton_installed():
+        raise ImportError(f"{fn}: backend='triton' needs the `triton` package")
+    if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"{fn}: backend='triton' runs on CUDA tensors (or on CPU with "
+                         f"TRITON_INTERPRET=1 set before triton is imported), got a "
+                         f"{x.device.type} tensor")
+    return backend

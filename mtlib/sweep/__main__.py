@@ -1,0 +1,12 @@
+"""``python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]``: run a registered sweep.
+
+The command line lives in :func:`mtlib.sweep.registry.main`; this file only calls it, under the
+``__main__`` guard so that importing it (``pytest --doctest-modules``) runs nothing.
+"""
+
+import sys
+
+from mtlib.sweep.registry import main
+
+if __name__ == "__main__":
+    sys.exit(main())
