@@ -90,3 +90,15 @@ def check_ties(fn: str, ties) -> str:
     if ties not in TIE_RULES:
         raise ValueError(f"{fn}: `ties` must be one of {TIE_RULES}, got {ties!r}")
     return ties
+
+
+def check_direction(fn: str, f, x, d) -> torch.Tensor:
+    """Check a callable ``f``, a point ``x`` and a direction ``d`` of ``x``'s shape (floating
+    tensors); return ``d`` in ``x``'s dtype and device."""
+    if not callable(f):
+        raise TypeError(f"{fn}: `f` must be callable, got {type(f).__name__}")
+    check_tensor(fn, "x", x)
+    check_tensor(fn, "d", d)
+    if d.shape != x.shape:
+        raise ValueError(f"{fn}: `d` must have the shape of `x` {tuple(x.shape)}, got {tuple(d.shape)}")
+    return d.to(x)

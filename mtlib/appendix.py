@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mtlib._autodiff import autograd_gradient
 from mtlib._validate import check_positive
 from mtlib.activations import abs_eps, abs_shift_eps
 
@@ -58,19 +59,7 @@ def elementwise_derivative(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.
         >>> elementwise_derivative(torch.relu, torch.tensor([-1.0, 0.0, 2.0])).tolist()
         [0.0, 0.0, 1.0]
     """
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        y = fn(x)
-        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(
-                f"elementwise_derivative: `fn` must map a tensor of shape {tuple(x.shape)} to "
-                f"one of the same shape, got {shape}"
-            )
-        if not y.requires_grad:
-            return torch.zeros_like(x)
-        (g,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
-    return torch.zeros_like(x) if g is None else g
+    return autograd_gradient(fn, x, fn="elementwise_derivative", elementwise=True)
 
 
 def graded_gauss_legendre(

@@ -14,31 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch.func import jvp
 
+from mtlib._autodiff import forward_jacobian, left_right_slopes
 from mtlib._validate import check_positive, check_tensor
-from mtlib.directional import one_sided_difference
 from mtlib.piecewise import associated_gradient
 
 
-def one_sided(f: Callable, x: torch.Tensor, d: torch.Tensor, eps: float = 2.0**-20) -> tuple[float, float]:
-    """One-sided difference quotients of a scalar ``f`` at ``x`` along ``d``.
-
-    .. math::
-
-        \\text{left} = \\frac{f(x) - f(x - \\varepsilon d)}{\\varepsilon}, \\qquad
-        \\text{right} = \\frac{f(x + \\varepsilon d) - f(x)}{\\varepsilon},
-
-    approximations of ``-f'(x; -d)`` and ``f'(x; d)`` (:func:`mtlib.directional.one_sided_difference`
-    of order 1 along ``-d`` and ``d``), exact for functions that are affine on
-    both sides of ``x`` (relu, abs, max). They agree iff ``f`` is differentiable along ``d``.
-
-    Examples:
-        >>> one_sided(torch.relu, torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0))
-        (0.0, 1.0)
-    """
-    right = float(one_sided_difference(f, x, d, eps))
-    return 0.0 - float(one_sided_difference(f, x, -d, eps)), right  # 0.0 - : no -0.0
+one_sided = left_right_slopes
+"""Old name of :func:`left_right_slopes`, kept for existing code."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +63,7 @@ class KinkReport:
 def _autograd(f: Callable, x: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "reverse":
         return associated_gradient(f, x)
-    basis = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
-    cols = [jvp(lambda y: f(y).reshape(()), (x,), (e.reshape(x.shape),))[1] for e in basis]
-    return torch.stack(cols).reshape(x.shape)
+    return forward_jacobian(lambda y: f(y).reshape(()), x).reshape(x.shape)
 
 
 def _default_tangents(kinks: torch.Tensor, n: int, like: torch.Tensor) -> list[torch.Tensor]:
@@ -114,7 +95,7 @@ def kinkcheck(
 
     With ``g`` the gradient autograd returns (reverse mode, or forward mode column by column
     with ``torch.func.jvp``) and ``L_i, R_i`` the one-sided derivatives of the section
-    ``t -> f(x + t e_i)`` (:func:`one_sided`), two tests are run:
+    ``t -> f(x + t e_i)`` (:func:`left_right_slopes`), two tests are run:
 
     * **section test** (Clarke-type, 1-d sections): ``min(L_i, R_i) <= g_i <= max(L_i, R_i)``
       for every ``i``. In one variable this is exactly membership in Clarke's generalized
@@ -183,7 +164,7 @@ def kinkcheck(
     g = _autograd(f, x, mode)
     flat = g.reshape(-1).tolist()
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
-    sides = [one_sided(f, x, eye[i].reshape(x.shape), eps) for i in range(n)]
+    sides = [left_right_slopes(f, x, eye[i].reshape(x.shape), eps) for i in range(n)]
     inside = [min(lr) - atol <= gi <= max(lr) + atol for gi, lr in zip(flat, sides)]
     sections = pd.DataFrame(
         {"g": flat, "left": [s[0] for s in sides], "right": [s[1] for s in sides], "in_section": inside}
@@ -200,7 +181,7 @@ def kinkcheck(
                 f"got {tuple(d.shape)}"
             )
         d = d.to(x).reshape(x.shape)
-        left, right = one_sided(f, x, d, eps)
+        left, right = left_right_slopes(f, x, d, eps)
         if abs(right - left) > atol:
             if given:
                 raise ValueError(

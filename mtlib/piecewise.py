@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.func import grad, jacrev
 
+from mtlib._autodiff import autograd_gradient
 from mtlib._validate import check_tensor
 
 
@@ -117,16 +118,7 @@ def associated_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     check_tensor("associated_gradient", "x", x)
     if not callable(f):
         raise TypeError(f"associated_gradient: `f` must be callable, got {type(f).__name__}")
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        y = f(x)
-        if not isinstance(y, torch.Tensor) or y.numel() != 1:
-            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"associated_gradient: `f` must return a one-element tensor, got {shape}")
-        if not y.requires_grad:
-            return torch.zeros_like(x)
-        (g,) = torch.autograd.grad(y.reshape(()), x, allow_unused=True)
-    return torch.zeros_like(x) if g is None else g
+    return autograd_gradient(f, x, fn="associated_gradient")
 
 
 def _layer_jacobian(layer, x: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch.func import jvp
 
+from mtlib._autodiff import forward_jacobian, left_right_slopes, reverse_jacobian
 from mtlib.census.cases import CASES, KINDS, Case
-from mtlib.kinkcheck import one_sided
 from mtlib.policy import tie_policy
 from mtlib.ties import check_tangent, max_weights
 
@@ -57,24 +56,12 @@ class CensusRecord:
     agree: bool | None
 
 
-def _reverse(f: Callable, x: torch.Tensor) -> torch.Tensor:
-    x = x.clone().requires_grad_(True)
-    y = f(x).reshape(-1)
-    rows = []
-    for k in range(y.numel()):
-        (g,) = torch.autograd.grad(y[k], x, retain_graph=True, allow_unused=True)
-        rows.append(torch.zeros_like(x) if g is None else g)
-    return torch.stack(rows)
-
-
 def _forward(f: Callable, x: torch.Tensor) -> torch.Tensor | None:
-    cols = []
-    for e in torch.eye(x.numel(), dtype=x.dtype):
-        try:
-            cols.append(jvp(lambda v: f(v).reshape(-1), (x,), (e,))[1])
-        except NotImplementedError:
-            return None
-    return torch.stack(cols, dim=1)
+    """Forward-mode Jacobian, or ``None`` for an op without a forward-mode formula."""
+    try:
+        return forward_jacobian(f, x)
+    except NotImplementedError:
+        return None
 
 
 def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
@@ -82,7 +69,7 @@ def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bo
     v = float(g[0, 0])
     if v != v:
         return False, False, "nan"
-    left, right = one_sided(lambda t: case.f(t).reshape(()), x, torch.ones_like(x), _EPS)
+    left, right = left_right_slopes(lambda t: case.f(t).reshape(()), x, torch.ones_like(x), _EPS)
     lo, hi = min(left, right), max(left, right)
     if hi - lo <= _ATOL:
         exact = abs(v - left) <= _ATOL
@@ -159,7 +146,7 @@ def _rows(jac: torch.Tensor) -> tuple[tuple[float, ...], ...]:
 
 def _record(case: Case) -> CensusRecord:
     x = torch.tensor(case.x, dtype=torch.float64)
-    rev = _reverse(case.f, x)
+    rev = reverse_jacobian(case.f, x)
     fwd = _forward(case.f, x)
     valid, clarke, rule = _judge(case, x, rev)
     forward_valid = agree = None

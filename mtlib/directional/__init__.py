@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
-from mtlib._validate import check_positive, check_tensor
+from mtlib._autodiff import one_sided_difference, reverse_jacobian
+from mtlib._validate import check_direction, check_positive
 from mtlib.directional import _kinks  # noqa: F401  (importing registers the one-sided rules)
 from mtlib.directional._dual import Dual, Rule
 from mtlib.directional._dual import register_rule as _register_rule
@@ -36,16 +37,6 @@ from mtlib.directional._smooth import smooth_rule  # importing also registers th
 
 __all__ = ["Dual", "compare_directional", "jvp", "one_sided_difference", "register_rule",
            "register_smooth"]
-
-
-def _check_point(fn: str, f, x, d) -> torch.Tensor:
-    if not callable(f):
-        raise TypeError(f"{fn}: `f` must be callable, got {type(f).__name__}")
-    check_tensor(fn, "x", x)
-    check_tensor(fn, "d", d)
-    if d.shape != x.shape:
-        raise ValueError(f"{fn}: `d` must have the shape of `x` {tuple(x.shape)}, got {tuple(d.shape)}")
-    return d.to(x)
 
 
 def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
@@ -97,7 +88,7 @@ def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
     References:
         Clarke (1990), Optimization and Nonsmooth Analysis, Ch. 2; Despres (2024), Sec 4.3-4.4.
     """
-    d = _check_point("jvp", f, x, d)
+    d = check_direction("jvp", f, x, d)
     out = f(Dual(x.detach(), d.detach()))
     leaves, _ = tree_flatten(out)
     for leaf in leaves:
@@ -148,37 +139,6 @@ def register_rule(funcs, rule: Rule) -> None:
     _register_rule(funcs, rule)
 
 
-def one_sided_difference(f: Callable, x: torch.Tensor, d: torch.Tensor, h: float = 1e-7,
-                         order: int = 1) -> torch.Tensor:
-    """One-sided finite difference for ``f'(x; d)``: first or second order in ``h``.
-
-    .. math::
-
-        D_1 = \\frac{f(x + h d) - f(x)}{h}, \\qquad
-        D_2 = \\frac{-3 f(x) + 4 f(x + h d) - f(x + 2 h d)}{2 h}.
-
-    Both use only ``h > 0``; for a function that is smooth on ``[x, x + 2 h d]`` (a piecewise
-    linear network with no kink in between) they equal ``f'(x; d)`` up to rounding.
-
-    Raises:
-        TypeError / ValueError: bad ``f``, ``x``, ``d`` or ``h``; ``order`` not 1 or 2.
-
-    Examples:
-        >>> x, d = torch.tensor(0.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
-        >>> one_sided_difference(torch.abs, x, d, h=0.5).item()
-        1.0
-    """
-    d = _check_point("one_sided_difference", f, x, d)
-    check_positive("one_sided_difference", "h", h)
-    if order not in (1, 2):
-        raise ValueError(f"one_sided_difference: `order` must be 1 or 2, got {order!r}")
-    with torch.no_grad():
-        f0, f1 = f(x), f(x + h * d)
-        if order == 1:
-            return (f1 - f0) / h
-        return (-3 * f0 + 4 * f1 - f(x + 2 * h * d)) / (2 * h)
-
-
 def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Tensor, *,
                         h: float = 1e-7, atol: float = 1e-6) -> pd.DataFrame:
     """Directional derivative vs finite differences vs autograd, one row per (point, direction).
@@ -202,7 +162,7 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
         >>> df[["directional", "autograd", "kink", "autograd_wrong"]].values.tolist()
         [[1.0, 0.0, True, True], [1.0, 1.0, False, False]]
     """
-    directions = _check_point("compare_directional", f, points, directions)
+    directions = check_direction("compare_directional", f, points, directions)
     if points.dim() != 2:
         raise ValueError(
             f"compare_directional: `points` must be 2-d (n, dim), got shape {tuple(points.shape)}"
@@ -212,8 +172,7 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
         raise ValueError(f"compare_directional: `atol` must be a real number >= 0, got {atol!r}")
     value, forward = jvp(f, points, directions)
     _, backward = jvp(f, points, -directions)
-    x = points.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(x).sum(), x)
+    g = reverse_jacobian(f, points, batched=True).reshape(points.shape)
     columns = {
         "f": value,
         "directional": forward,

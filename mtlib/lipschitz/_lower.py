@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacrev, vmap
 
+from mtlib._autodiff import reverse_jacobian
 from mtlib._validate import check_positive, check_tensor
 from mtlib.lipschitz._upper import _layers
 from mtlib.networks import VectorMaxPool
@@ -43,11 +44,7 @@ def jacobian_norms(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     check_tensor("jacobian_norms", "x", x)
     if x.dim() != 2:
         raise ValueError(f"jacobian_norms: `x` must have shape (batch, dim), got {tuple(x.shape)}")
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        y = net(x).reshape(x.shape[0], -1)
-        rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True)[0] for i in range(y.shape[1])]
-    return torch.linalg.matrix_norm(torch.stack(rows, dim=1), ord=2)
+    return torch.linalg.matrix_norm(reverse_jacobian(net, x, batched=True), ord=2)
 
 
 class _SoftMaxPool(nn.Module):
