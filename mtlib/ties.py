@@ -162,20 +162,27 @@ class TangentReport:
 def check_tangent(
     x: torch.Tensor, g: torch.Tensor, *, atol: float = 1e-12, convex: bool = False
 ) -> TangentReport:
-    """Is ``g`` a valid associated gradient of ``max`` at ``x`` (Sec 4.2, eq 15, Remark 1)?
+    """Is ``g``, used on the whole tie stratum of ``x``, an associated gradient of ``max`` (eq 15)?
 
-    With ``T`` the tie set of ``x`` (its maximal entries), the representations of ``max`` are
-    exactly those whose gradient at ``x`` satisfies
+    Pointwise the question is empty: a piece of a representation (6) may be the single point
+    ``{x}`` with ``f^x(y) = max(x) + g.(y - x)``, so *every* ``g`` is an associated gradient at
+    one point. What this function judges is a *rule*. Let ``T`` be the tie set of ``x`` (its
+    maximal entries) and ``S_T`` the stratum of points with the same tie set. Then
 
     .. math::
 
-        g_i = 0 \\ (i \\notin T), \\qquad \\sum_{i \\in T} g_i = 1 .
+        g_i = 0 \\ (i \\notin T), \\qquad \\sum_{i \\in T} g_i = 1
 
-    The second condition is the tangent condition (15): along the diagonal ``{x_i, i in T}``
-    ``max`` moves like each ``x_i``; the normal component is free (Remark 1), so ``(1.5, -0.5)``
-    is valid at a tie of two. With ``convex=True`` also require ``g_i >= 0`` on ``T``, i.e. ``g``
-    is a convex combination of the one-hot gradients (Clarke's generalized gradient). A NaN
-    in ``g`` fails the check.
+    holds if and only if ``y -> g.y`` equals ``max`` on all of ``S_T``, i.e. iff some
+    representation of ``max`` has ``S_T`` as a piece with gradient ``g``. Equivalently, a rule
+    that depends only on the tie pattern (as every rule of this module does) is an associated
+    gradient of ``max`` on ``S_T`` iff it passes here: any finite cover of ``S_T`` by pieces has
+    a piece with relative interior in ``S_T``, whose gradient must then satisfy both conditions.
+    The second condition is the tangent condition (15) along the diagonal ``{x_i, i in T}``; the
+    normal component is free (Remark 1), so ``(1.5, -0.5)`` passes at a tie of two. With
+    ``convex=True`` also require ``g_i >= 0`` on ``T``: ``g`` is then a convex combination of
+    the one-hot gradients, i.e. lies in Clarke's generalized gradient of ``max`` at ``x``. A
+    NaN in ``g`` fails the check. Chapter: tangent.
 
     Args:
         x: point, shape ``(..., n)``; every row is checked.
