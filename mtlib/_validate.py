@@ -10,8 +10,6 @@ import numbers
 
 import torch
 
-TIE_RULES = ("first", "last", "uniform")
-
 
 def check_tensor(fn: str, name: str, x) -> torch.Tensor:
     """Return ``x`` if it is a floating-point tensor, else raise ``TypeError``."""
@@ -65,16 +63,6 @@ def check_int(fn: str, name: str, value, *, min: int = 1) -> int:
     return int(value)
 
 
-def check_count(fn: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= 1.
-
-    Kept only for :mod:`mtlib.training`, whose tests pin ``ValueError`` for a float count;
-    everything else uses :func:`check_int`, and so should training once its split lands.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {value!r}")
-
-
 def check_positive(fn: str, name: str, value) -> None:
     """Raise ``TypeError`` for a non-real ``value`` and ``ValueError`` unless it is > 0."""
     if isinstance(value, torch.Tensor):
@@ -83,13 +71,6 @@ def check_positive(fn: str, name: str, value) -> None:
         return
     if not check_real(fn, name, value) > 0:
         raise ValueError(f"{fn}: `{name}` must be > 0, got {value}")
-
-
-def check_ties(fn: str, ties) -> str:
-    """Return ``ties`` if it names a known tie rule, else raise ``ValueError``."""
-    if ties not in TIE_RULES:
-        raise ValueError(f"{fn}: `ties` must be one of {TIE_RULES}, got {ties!r}")
-    return ties
 
 
 def check_direction(fn: str, f, x, d) -> torch.Tensor:

@@ -14,9 +14,10 @@ from functools import partial
 import pandas as pd
 import torch
 
-from mtlib._validate import check_tensor, check_ties
+from mtlib._validate import check_tensor
 from mtlib.maxpool import max_pool1d
 from mtlib.piecewise import associated_gradient
+from mtlib.ties import check_ties
 
 
 def max1(x: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mtlib._validate import check_int, check_real, check_ties
+from mtlib._validate import check_int, check_real
 from mtlib.networks import walk_layers
 from mtlib.piecewise import Piecewise
-from mtlib.ties import tie_set
+from mtlib.ties import check_ties, tie_set
 
 _MAX_PIECES = 100_000
 

@@ -13,6 +13,33 @@ differentiable, and an autodiff system has to *choose* a derivative there. The p
 
 All three agree with the true gradient off the tie set (a set of measure zero), as Cor 1
 predicts, and all three satisfy the tangent condition (eq 15) on it.
+
+This module is also the one home of the tie rules as data: :data:`TIE_RULES`, their per-rule
+constants (:data:`RELU_SLOPE`, :data:`TRITON_CODES`, :data:`MAX_BY_RULE`) and
+:func:`check_ties`, the check every function with a ``ties``/``rule`` argument calls.
+
+Adding a tie rule (say ``"middle"``) touches, in this order:
+
+1. here: its name in :data:`TIE_RULES`, its weights in :func:`max_weights` (the associated
+   gradient of ``max``), a ``max_<rule>`` built by ``_make_max`` and its entry in
+   :data:`MAX_BY_RULE`, its ReLU slope at 0 in :data:`RELU_SLOPE`, its code in
+   :data:`TRITON_CODES`;
+2. :func:`mtlib.representations.max_piecewise`: the pieces of the representation (eq 6) whose
+   associated gradient those weights are;
+3. :mod:`mtlib.maxpool`: ``_torch.forward``/``backward``/``tangent`` store a tie count
+   (``"uniform"``) or a selected tap (one entry per window); a rule that is neither needs new
+   code there and in both kernels of ``_triton``; ``_args.pool_args`` refuses
+   ``return_indices`` for a rule without one selected entry; ``__init__._pool`` sends only
+   ``"first"`` to PyTorch's native kernel;
+4. :mod:`mtlib.policy`: ``_ops.reduce_with_indices`` (which index ``torch.max(x, dim)``
+   returns under the rule);
+5. :func:`mtlib.examples.maxpool_f` (PyTorch's own pool for ``"first"``);
+6. :mod:`mtlib.census`: ``_tie_rule`` names a rule by comparing with :func:`max_weights` over
+   :data:`TIE_RULES`, and ``kink_derivatives`` adds one column per rule;
+7. tests: ``tests/test_ties.py``, ``test_maxpool.py`` (the brute-force ``oracle``),
+   ``test_maxpool_triton.py``, ``test_policy.py``, ``test_representations.py``.
+
+Chapter: notation, tangent, boustany, maxpool (and every chapter that picks a tie rule).
 """
 
 from __future__ import annotations
@@ -21,7 +48,28 @@ from dataclasses import dataclass
 
 import torch
 
-from mtlib._validate import check_nonempty_last_dim, check_tensor, check_ties
+from mtlib._validate import check_nonempty_last_dim, check_tensor
+
+TIE_RULES = ("first", "last", "uniform")
+"""The tie rules: all gradient to the first maximal entry, to the last one, or split equally."""
+
+RELU_SLOPE = {"first": 1.0, "last": 0.0, "uniform": 0.5}
+"""``relu(x) = max(x, 0)`` at ``x = 0``: weight of the first candidate ``x`` under each rule."""
+
+TRITON_CODES = {"first": 0, "last": 1, "uniform": 2}
+"""The ``RULE`` constant of the Triton kernels of :mod:`mtlib.maxpool` for each rule."""
+
+
+def check_ties(fn: str, ties) -> str:
+    """Return ``ties`` if it names a rule of :data:`TIE_RULES`, else raise ``ValueError``.
+
+    Examples:
+        >>> check_ties("f", "uniform")
+        'uniform'
+    """
+    if ties not in TIE_RULES:
+        raise ValueError(f"{fn}: `ties` must be one of {TIE_RULES}, got {ties!r}")
+    return ties
 
 
 def tie_set(x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +194,10 @@ max_uniform = _make_max(
         [0.0, 0.5, 0.5]
     """,
 )
+
+
+MAX_BY_RULE = {"first": max_first, "last": max_last, "uniform": max_uniform}
+"""The max over the last dimension whose gradient follows each rule."""
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,17 @@ forward mode (``torch.func.jvp``), names the rule it follows and judges it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from mtlib._autodiff import forward_jacobian, left_right_slopes, reverse_jacobian
+from mtlib._autodiff import autograd_gradient, forward_jacobian, left_right_slopes, reverse_jacobian
 from mtlib.census.cases import CASES, KINDS, Case
 from mtlib.policy import tie_policy
-from mtlib.ties import check_tangent, max_weights
+from mtlib.ties import TIE_RULES, check_tangent, max_weights
 
 __all__ = ["Case", "CensusRecord", "format_jacobian", "kink_derivatives", "relu_formulations", "run",
            "to_frame"]
@@ -86,7 +87,7 @@ def _tie_rule(mask: torch.Tensor, w: torch.Tensor) -> str:
     y = torch.where(mask, 0.0, -1.0).to(torch.float64)
     if int(mask.sum()) == 1:
         return "unique"
-    for name in ("first", "last", "uniform"):
+    for name in TIE_RULES:
         if torch.allclose(w, max_weights(y, name), atol=_ATOL, rtol=0):
             return name
     if bool(((w - 1).abs() <= _ATOL).sum() == 1) and float(w.abs().sum()) <= 1 + _ATOL:
@@ -270,13 +271,11 @@ def kink_derivatives(functions: Mapping[str, Callable], x: float = 0.0) -> pd.Da
         [0.0, 1.0, 0.0, 0.5]
     """
     def derivative(f: Callable, rule: str | None) -> float:
-        t = torch.tensor([x], dtype=torch.float64, requires_grad=True)
-        if rule is None:
-            return float(torch.autograd.grad(f(t).sum(), t)[0])
-        with tie_policy(rule):
-            return float(torch.autograd.grad(f(t).sum(), t)[0])
+        t = torch.tensor([x], dtype=torch.float64)
+        with tie_policy(rule) if rule else contextlib.nullcontext():
+            return float(autograd_gradient(lambda v: f(v).sum(), t, fn="kink_derivatives"))
 
-    rules = {"PyTorch": None, "first": "first", "last": "last", "uniform": "uniform"}
+    rules = {"PyTorch": None, **{rule: rule for rule in TIE_RULES}}
     table = pd.DataFrame({col: [derivative(f, r) for f in functions.values()] for col, r in rules.items()},
                          index=list(functions))
     table.index.name = "formulation"

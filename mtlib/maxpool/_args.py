@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mtlib._validate import check_positive, check_tensor, check_ties
+from mtlib._validate import check_positive, check_tensor
+from mtlib.ties import check_ties
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BACKENDS = ("auto", "torch", "triton")

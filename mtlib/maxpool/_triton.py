@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from mtlib.maxpool._geometry import PoolAxis
+from mtlib.ties import TRITON_CODES
 
-_RULES = {"first": 0, "last": 1, "uniform": 2}
 _BLOCK = 256
 COMPILE_OPTIONS = {"enable_fp_fusion": False}  # no FMA contraction: sums as PyTorch rounds them
 
@@ -134,7 +134,7 @@ def forward(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, ties: str):
         with _on_device(x):
             _forward_kernel[(triton.cdiv(total, _BLOCK),)](
                 x, out, aux, total, *_geometry(ah, aw), KH=ah.kernel, KW=aw.kernel,
-                RULE=_RULES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
+                RULE=TRITON_CODES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
     return out, aux
 
 
@@ -147,5 +147,5 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
         with _on_device(x):
             _backward_kernel[(triton.cdiv(total, _BLOCK),)](
                 grad, x, m, aux, gx, total, *_geometry(ah, aw), KH=ah.kernel, KW=aw.kernel,
-                RULE=_RULES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
+                RULE=TRITON_CODES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
     return gx

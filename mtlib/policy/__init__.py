@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from mtlib.policy import _ops as ops
 from mtlib import maxpool
-from mtlib._validate import check_ties
+from mtlib.ties import check_ties
 
 
 def _relu(rule, func, input, inplace=False):

@@ -11,16 +11,11 @@ from __future__ import annotations
 import torch
 
 from mtlib.activations import relu_z
-from mtlib.ties import max_first, max_last, max_uniform, tie_set
-
-_MAX = {"first": max_first, "last": max_last, "uniform": max_uniform}
-
-RELU_SLOPE = {"first": 1.0, "last": 0.0, "uniform": 0.5}
-"""relu(x) = max(x, 0) at x = 0: weight of the first candidate ``x`` under each rule."""
+from mtlib.ties import MAX_BY_RULE, RELU_SLOPE, tie_set
 
 
 def _max_last_dim(s: torch.Tensor, rule: str, largest: bool) -> torch.Tensor:
-    return _MAX[rule](s) if largest else -_MAX[rule](-s)
+    return MAX_BY_RULE[rule](s) if largest else -MAX_BY_RULE[rule](-s)
 
 
 def max_or_min(a, b, rule: str, largest: bool) -> torch.Tensor:
