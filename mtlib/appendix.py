@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from mtlib._autodiff import autograd_gradient
-from mtlib._validate import check_positive
+from mtlib._validate import check_int, check_positive
 from mtlib.activations import abs_eps, abs_shift_eps
 
 _MAX_LEVELS = 60
@@ -83,6 +83,7 @@ def graded_gauss_legendre(
         ``(x, weights)``, float64 tensors; ``sum(weights * f(x))`` approximates ``int_a^b f``.
 
     Raises:
+        TypeError: ``nodes`` is not an int.
         ValueError: bad ``interval``, a breakpoint outside it, non-positive ``finest`` or
             ``nodes``.
 
@@ -93,8 +94,7 @@ def graded_gauss_legendre(
     """
     a, b = _check_interval("graded_gauss_legendre", interval)
     check_positive("graded_gauss_legendre", "finest", finest)
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ValueError(f"graded_gauss_legendre: `nodes` must be a positive int, got {nodes!r}")
+    check_int("graded_gauss_legendre", "nodes", nodes)
     cuts = sorted({float(p) for p in breakpoints})
     for p in cuts:
         if not a < p < b:

@@ -130,6 +130,11 @@ def random_network(
         integer: draw weights and biases from {-2, ..., 2} (exact ties and zeros).
         dtype: parameter dtype.
 
+    Raises:
+        TypeError: a width or ``pool`` that is not an int.
+        ValueError: fewer than 2 widths, a width < 1, ``pool < 0``, or ``pool`` not dividing a
+            hidden width.
+
     Examples:
         >>> net = random_network([3, 4, 1], pool=2, seed=0)
         >>> [type(layer).__name__ for layer in net]
@@ -137,11 +142,10 @@ def random_network(
         >>> net(torch.zeros(3, dtype=torch.float64)).shape
         torch.Size([1])
     """
-    widths = list(widths)
-    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"random_network: `widths` must be >= 2 positive ints, got {widths}")
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
-        raise ValueError(f"random_network: `pool` must be an int >= 0, got {pool!r}")
+    widths = [check_int("random_network", "widths", w) for w in widths]
+    if len(widths) < 2:
+        raise ValueError(f"random_network: `widths` must hold >= 2 entries, got {widths}")
+    check_int("random_network", "pool", pool, min=0)
     if pool > 1 and any(w % pool for w in widths[1:-1]):
         raise ValueError(f"random_network: `pool`={pool} must divide the hidden widths {widths[1:-1]}")
     gen = torch.Generator().manual_seed(seed)

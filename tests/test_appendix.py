@@ -172,14 +172,19 @@ def test_gauss_legendre_grading_reaches_finest():
         ({"interval": (0.0, 1.0, 2.0)}, "`interval` must be a pair"),
         ({"breakpoints": [1.0]}, "`breakpoints` must lie strictly inside"),
         ({"finest": 0.0}, "`finest` must be > 0"),
-        ({"nodes": 0}, "`nodes` must be a positive int"),
-        ({"nodes": True}, "`nodes` must be a positive int"),
+        ({"nodes": 0}, "`nodes` must be >= 1, got 0"),
     ],
 )
 def test_gauss_legendre_errors(kwargs, match):
     args = {"interval": (0.0, 1.0), **kwargs}
     with pytest.raises(ValueError, match=match):
         graded_gauss_legendre(args.pop("interval"), **args)
+
+
+@pytest.mark.parametrize("nodes", [True, 2.0, "2"])
+def test_gauss_legendre_nodes_type(nodes):
+    with pytest.raises(TypeError, match="graded_gauss_legendre: `nodes` must be an int"):
+        graded_gauss_legendre((0.0, 1.0), nodes=nodes)
 
 
 @pytest.mark.parametrize(

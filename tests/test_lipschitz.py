@@ -186,7 +186,8 @@ def test_errors(call, error, message):
     [
         ({"x0s": torch.zeros(2, 3, dtype=F64)}, ValueError, "lower_bound: `x0s` must have shape"),
         ({"x0s": torch.zeros(2, 2, dtype=torch.int64)}, TypeError, "lower_bound: `x0s`"),
-        ({"steps": -1}, ValueError, "lower_bound: `steps`"),
+        ({"steps": -1}, ValueError, "lower_bound: `steps` must be >= 0"),
+        ({"steps": 2.0}, TypeError, "lower_bound: `steps` must be an int"),
         ({"lr": 0.0}, ValueError, "lower_bound: `lr`"),
         ({"h": -1.0}, ValueError, "lower_bound: `h`"),
         ({"beta": (1.0,)}, ValueError, "lower_bound: `beta` must be a pair"),

@@ -259,12 +259,16 @@ def test_count_kinks_generic_points_have_no_live_kinks():
 def test_network_constructor_errors():
     with pytest.raises(TypeError, match="VectorMaxPool: `kernel` must be an int, got float"):
         VectorMaxPool(2.0)
-    with pytest.raises(ValueError, match=r"random_network: `pool` must be an int >= 0, got -2"):
+    with pytest.raises(ValueError, match=r"random_network: `pool` must be >= 0, got -2"):
         random_network([2, 4, 1], pool=-2)
-    with pytest.raises(ValueError, match=r"random_network: `pool` must be an int >= 0, got '2'"):
+    with pytest.raises(TypeError, match=r"random_network: `pool` must be an int, got str"):
         random_network([2, 4, 1], pool="2")
-    with pytest.raises(ValueError, match=r"random_network: `widths` must be >= 2 positive ints"):
+    with pytest.raises(TypeError, match=r"random_network: `widths` must be an int, got bool"):
         random_network([2, True])
+    with pytest.raises(ValueError, match=r"random_network: `widths` must be >= 1, got 0"):
+        random_network([2, 0, 1])
+    with pytest.raises(ValueError, match=r"random_network: `widths` must hold >= 2 entries"):
+        random_network([2])
 
 
 def test_count_kinks_errors():

@@ -155,8 +155,10 @@ def test_run_sweep_argument_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="run_sweep: `notebook`"):
         run_sweep(tmp_path / "missing.ipynb", [{"a": 1}], tmp_path)
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
-    for jobs in (0, 1.5, True):
-        with pytest.raises(ValueError, match="`jobs` must be a positive int"):
+    with pytest.raises(ValueError, match="run_sweep: `jobs` must be >= 1, got 0"):
+        run_sweep(nb, [{"a": 1}], tmp_path, jobs=0)
+    for jobs in (1.5, True):
+        with pytest.raises(TypeError, match="run_sweep: `jobs` must be an int"):
             run_sweep(nb, [{"a": 1}], tmp_path, jobs=jobs)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import grad, jacrev, vmap
 
 from mtlib._autodiff import reverse_jacobian
-from mtlib._validate import check_positive, check_tensor
+from mtlib._validate import check_int, check_positive, check_tensor
 from mtlib.lipschitz._upper import _layers
 from mtlib.networks import VectorMaxPool
 
@@ -141,7 +141,7 @@ def lower_bound(net: nn.Sequential, x0s: torch.Tensor, *, steps: int = 50, lr: f
         A :class:`LowerBound`.
 
     Raises:
-        TypeError: unsupported layer in ``net`` or non-float ``x0s``.
+        TypeError: unsupported layer in ``net``, non-float ``x0s`` or non-int ``steps``.
         ValueError: bad ``x0s`` shape, ``steps < 0``, or non-positive ``lr``, ``beta``, ``h``.
 
     Examples:
@@ -160,8 +160,7 @@ def lower_bound(net: nn.Sequential, x0s: torch.Tensor, *, steps: int = 50, lr: f
         raise ValueError(
             f"lower_bound: `x0s` must have shape (batch >= 1, {first.in_features}), got {tuple(x0s.shape)}"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"lower_bound: `steps` must be an int >= 0, got {steps!r}")
+    check_int("lower_bound", "steps", steps, min=0)
     check_positive("lower_bound", "lr", lr)
     check_positive("lower_bound", "h", h)
     if len(beta) != 2:

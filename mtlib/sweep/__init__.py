@@ -36,6 +36,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from mtlib._validate import check_int
+
 RECORD_MIME = "application/vnd.mtlib.record+json"
 RESULTS_CSV = "results.csv"
 _TABLE_COLUMNS = ("run", "status", "error", "seconds", "notebook")  # written by run_sweep itself
@@ -157,8 +159,7 @@ def run_sweep(
     if not notebook.is_file():
         raise FileNotFoundError(f"run_sweep: `notebook` {str(notebook)!r} does not exist")
     points = expand_grid(grid)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"run_sweep: `jobs` must be a positive int, got {jobs!r}")
+    check_int("run_sweep", "jobs", jobs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(len(points) - 1)))
