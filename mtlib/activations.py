@@ -1,4 +1,7 @@
-"""ReLU with a chosen derivative at the kink (Sec 4.1) and the appendix regularizations of |x|."""
+"""ReLU with a chosen derivative at the kink (Sec 4.1) and the appendix regularizations of |x|.
+
+Chapter: notation, relu, census, stampacchia.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ by composite Gauss-Legendre quadrature, with ``w'`` the derivative autograd retu
 associated gradient, Def 1), on panels graded geometrically towards the points where ``w`` or
 ``phi`` is not smooth and where ``w`` changes sign. It is the library side of the
 ``stampacchia`` chapter.
+
+Chapter: stampacchia.
 """
 
 from __future__ import annotations

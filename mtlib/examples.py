@@ -4,6 +4,8 @@ Both functions are identically zero, yet PyTorch's autograd returns a non-zero d
 ``t = 0``: -1.5 for :func:`boustany_f` with ``x = (1, 2, 3, 4)`` (Table 2) and -3 for
 :func:`maxpool_f` (Table 3). The derivative is an associated gradient (Def 1) that mixes two
 different representations of the same ``max``.
+
+Chapter: intro, notation, theorem, boustany, maxpool, census, directional.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ meaningful where the function is differentiable; at a kink it has nothing to com
 :func:`kinkcheck` compares the autograd gradient ``g`` with the two one-sided derivatives of
 every coordinate section ``t -> f(x + t e_i)`` and with the derivative along the directions
 that are tangent to the piece holding ``x`` (eq 15, Remark 1 of Despres 2024).
+
+Chapter: census.
 """
 
 from __future__ import annotations

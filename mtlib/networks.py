@@ -1,10 +1,17 @@
-"""Small ReLU/maxpool networks (eq 1) for checking Cor 1-2 and for the Lipschitz chapter.
+"""Small ReLU/maxpool networks (eq 1): their layers, the one walk over them, random networks, kinks.
 
 ``f = f_l o S_l o ... o S_1 o f_0`` with affine ``f_r(x) = W_r x + b_r`` and ``S_r`` a ReLU,
 optionally followed by a max over windows of size ``pool`` (a 1-d maxpool of the hidden vector).
 With ``integer=True`` the weights, biases and test points are small integers, stored exactly in
 floating point, so pre-activations hit 0 and pooled entries tie *exactly*: the kinks where the
 choice of associated gradient matters. :func:`count_kinks` counts the kinks a forward pass meets.
+
+The layer vocabulary is ``nn.Linear``, ``nn.ReLU`` and :class:`VectorMaxPool` (a vector max pool
+with an optional stride; :class:`StridedMaxPool` is its Lipschitz-chapter name), and
+:func:`walk_layers` is the one function that interprets it, for :func:`count_kinks`,
+:func:`mtlib.representations.network_layers` and :mod:`mtlib.lipschitz`.
+
+Chapter: notation, theorem, directional, lipschitz.
 """
 
 from __future__ import annotations

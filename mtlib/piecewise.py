@@ -15,6 +15,8 @@ gradient (Def 1, eq 7) differentiates the piece that holds ``x``:
 
 It is defined everywhere, depends on the representation, and equals ``nabla f`` almost
 everywhere (Cor 1). Autograd computes exactly such an object, layer by layer (Cor 2, eq 14).
+
+Chapter: notation, theorem, relu, tangent, boustany, maxpool, directional.
 """
 
 from __future__ import annotations

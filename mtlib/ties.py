@@ -39,7 +39,7 @@ Adding a tie rule (say ``"middle"``) touches, in this order:
 7. tests: ``tests/test_ties.py``, ``test_maxpool.py`` (the brute-force ``oracle``),
    ``test_maxpool_triton.py``, ``test_policy.py``, ``test_representations.py``.
 
-Chapter: notation, tangent, boustany, maxpool (and every chapter that picks a tie rule).
+Chapter: notation, theorem, tangent, boustany, maxpool, census.
 """
 
 from __future__ import annotations

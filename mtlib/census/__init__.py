@@ -5,6 +5,8 @@ associated gradient (Def 1, eq 7) of some piecewise representation of the functi
 census checks that claim op by op on the installed torch: :func:`run` evaluates every op of
 ``mtlib.census.cases.CASES`` at one of its nonsmooth points, in reverse mode (backward) and
 forward mode (``torch.func.jvp``), names the rule it follows and judges it.
+
+Chapter: census.
 """
 
 from __future__ import annotations

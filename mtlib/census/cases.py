@@ -7,6 +7,8 @@ derivative there: ``kind="elementwise"`` (one variable, judged by one-sided deri
 by the tangent condition; ``signs`` flips inputs that enter as ``-x_i``), ``"windows"`` (the
 same, with the tie sets found by bumping each input) or ``"ball"`` (a norm at 0, judged by
 the dual ``norm`` of the gradient).
+
+Chapter: census.
 """
 
 from __future__ import annotations

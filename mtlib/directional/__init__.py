@@ -16,7 +16,8 @@ it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
 :func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``; see
 :mod:`mtlib.directional._dual` (the tensor and its dispatch), :mod:`mtlib.directional._smooth`
 (smooth ops, comparisons, metadata) and :mod:`mtlib.directional._kinks` (the kinks).
-Chapter: ``directional`` of the book.
+
+Chapter: directional.
 """
 
 from __future__ import annotations

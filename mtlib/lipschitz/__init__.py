@@ -13,6 +13,8 @@ probability one, a valid *lower* bound. At a kink it need not be (Boustany's zer
 ``|f'(0)| = 1.5``), so :func:`lower_bound` also returns a secant quotient, a lower bound at every
 point. The *upper* bound multiplies the layers' constants (Virmaux & Scaman 2018). For networks
 with one input, :func:`exact_lipschitz_1d` follows every linear piece and returns the exact value.
+
+Chapter: lipschitz.
 """
 
 from __future__ import annotations

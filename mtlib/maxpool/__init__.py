@@ -18,6 +18,8 @@ Overlapping windows add their contributions; padding holds no value and receives
 A NaN in a window makes its output NaN, as in PyTorch; its tie set is then the window's NaN
 entries: ``"first"`` sends the gradient to the *last* NaN (PyTorch's ``v > max or isnan(v)``
 scan), ``"last"`` to the first NaN, ``"uniform"`` splits it among all of them.
+
+Chapter: maxpool, training (the pools of its CNN), census (through mtlib.policy).
 """
 
 from __future__ import annotations

@@ -197,6 +197,21 @@ def _shares(grad: torch.Tensor, count: torch.Tensor, kernel_volume: int,
     return share.to(grad.dtype)
 
 
+def _accumulate(dst: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, *, overwrite: bool,
+                float_mask: bool) -> None:
+    """``dst += mask * value`` in place (``dst = ...`` with ``overwrite``, the first tap of a plane
+    that covers it). A float 0/1 ``mask`` multiplies (the fast path, for finite values); a
+    boolean one selects with ``where``, so that an inf or NaN reaches only the masked entries."""
+    if float_mask and overwrite:
+        torch.mul(value, mask, out=dst)
+    elif float_mask:
+        dst.addcmul_(value, mask)
+    elif overwrite:
+        dst.copy_(torch.where(mask, value, 0.0))
+    else:
+        dst.add_(torch.where(mask, value, 0.0))
+
+
 def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
              ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
     """Gradient with respect to ``x`` given the upstream ``grad`` and the forward's ``m, aux``.
@@ -240,15 +255,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
                 mask = _tie_mask(x_plane[t.within], m[t.out], buf[t.out], has_nan)
             else:
                 mask = torch.eq(selected[t.out], t.tap, out=buf[t.out])
-            dst, overwrite = g_plane[t.within], n == 0 and t.whole_plane
-            if float_mask and overwrite:
-                torch.mul(value[t.out], mask, out=dst)
-            elif float_mask:
-                dst.addcmul_(value[t.out], mask)
-            elif overwrite:
-                dst.copy_(torch.where(mask, value[t.out], 0.0))
-            else:
-                dst.add_(torch.where(mask, value[t.out], 0.0))
+            _accumulate(g_plane[t.within], value[t.out], mask, overwrite=n == 0 and t.whole_plane,
+                        float_mask=float_mask)
         if strided:
             gx[xs] = g_plane
     return gx

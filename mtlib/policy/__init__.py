@@ -4,6 +4,8 @@ PyTorch's ops each choose their own derivative at their kinks (see the census ch
 ``torch.relu'(0) = 0``, ``torch.clamp(x, min=0)'(0) = 1``, ``torch.maximum(x, 0)'(0) = 1/2``.
 Under :func:`tie_policy` they all follow a single rule, so that different ways of writing
 the same function get the same associated gradient (Def 1 of Despres 2024).
+
+Chapter: census.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Command line (``make sweep NAME=boustany``)::
 
 runs the sweep ``NAME`` registered in :mod:`mtlib.sweep.registry` (``boustany``, ``stampacchia``,
 ``training``) and writes the executed notebooks and ``results.csv`` into ``DIR`` (default ``_build/sweeps/NAME``).
+
+Chapter: boustany, stampacchia, training (``record``), sweeps (``run_sweep``, ``expand_grid``).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def record(**values) -> None:
             raise ValueError(f"record: `{name}` is a column that run_sweep writes itself "
                              f"({', '.join(_TABLE_COLUMNS)}); record it under another name")
     clean = {name: _jsonable(name, value) for name, value in values.items()}
-    try:
+    try:  # IPython is optional (the [book] extra): without it there is nothing to display to
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:
@@ -208,7 +210,7 @@ def read_records(path) -> dict:
         >>> nbformat.write(nb, p); read_records(p)
         {'a': 1}
     """
-    import nbformat
+    import nbformat  # optional dependency ([book] extra, with papermill): imported when used
 
     values: dict = {}
     for cell in nbformat.read(str(path), as_version=4).cells:
@@ -221,7 +223,7 @@ def read_records(path) -> dict:
 
 def _run_point(notebook: str, output: str, parameters: dict, kernel_name, cell_timeout, single_thread: bool) -> dict:
     """Worker: run one grid point; never raises, reports the error instead."""
-    import papermill
+    import papermill  # optional dependency ([book] extra); only sweep workers need it
 
     if single_thread:
         # several kernels share the cores: one thread each avoids oversubscription

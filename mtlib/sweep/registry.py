@@ -4,6 +4,8 @@
 runs :data:`SWEEPS` ``[NAME]`` with :func:`mtlib.sweep.run_sweep`: the executed notebooks and
 ``results.csv`` go to ``DIR`` (default ``_build/sweeps/NAME``), and ``--csv`` writes a copy of
 the table elsewhere (the book keeps one in ``book/data/sweep_NAME.csv``).
+
+Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training).
 """
 
 from __future__ import annotations
