@@ -1,7 +1,9 @@
 # Two commands set everything up from a fresh clone (Python 3.11, offline registries):
-#   make book   -> .venv, install, execute every notebook, build _build/html
-#   make test   -> .venv, install, nbval over book/, build the book, pytest (unit, property,
-#                  Triton interpreter, doctests, headless-Chromium test of the built book)
+#   make book    -> .venv, install, execute every notebook, build _build/html
+#   make test    -> .venv, install, ruff, nbval over book/ natively and with the CPU instruction
+#                   sets capped, doctests the same two ways, build the book, pytest (unit,
+#                   property, Triton interpreter, headless Chromium on the book and the notebooks)
+#   make outputs -> re-execute every notebook in place (refresh the committed outputs on purpose)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -14,7 +16,16 @@ MATHJAX := _build/mathjax/es5/tex-mml-chtml.js
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install book test sweep bench serve clean browser-deps
+# Another CPU, simulated: MKL, ATen and oneDNN pick kernels per CPU at run time, so the last bits of
+# float results differ between machines. Committed outputs and doctests must survive these caps.
+CAPPED := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 OMP_NUM_THREADS=1
+NBVAL := $(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf \
+	--nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
+DOCTEST := $(BIN)/python -m pytest -p no:cacheprovider -q -rf --doctest-modules mtlib
+# The book build keeps its execution reports; on failure they are printed, so the CI log says why.
+REPORTS := _build/html/reports
+
+.PHONY: install book test outputs lint sweep bench serve clean browser-deps show-reports test-colab
 
 install: $(STAMP)
 
@@ -25,14 +36,47 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/jupyter-book build . -W -n --keep-going || { $(MAKE) --no-print-directory show-reports; exit 1; }
+
+show-reports:
+	@for f in $(REPORTS)/*; do [ -f "$$f" ] && { echo "=== $$f"; cat "$$f"; }; done; true
 
 # nbval first proves that the committed outputs equal a fresh run; the book is then built from
 # those outputs (execution off) and checked in the browser with the rest of the tests.
+# Each nbval failure prints the failing cell's diff (committed vs fresh output) in the log.
 test: $(STAMP) browser-deps _build/_config_test.yml
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval book --nbval-sanitize-with tests/nbval_sanitize.cfg
-	$(BIN)/jupyter-book build . -W -n --keep-going --config _build/_config_test.yml
-	$(BIN)/python -m pytest -n 2 --dist loadfile tests mtlib --doctest-modules
+	$(BIN)/ruff check .
+	$(NBVAL)
+	$(CAPPED) $(NBVAL)
+	$(CAPPED) $(DOCTEST)
+	$(BIN)/jupyter-book build . -W -n --keep-going --config _build/_config_test.yml \
+		|| { $(MAKE) --no-print-directory show-reports; exit 1; }
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -rf tests mtlib --doctest-modules
+
+# Refresh the committed outputs on purpose: execute every notebook in place with the pinned
+# kernel (the .venv's python3), then prove with nbval that a fresh run reproduces them.
+outputs: $(STAMP)
+	for nb in book/*.ipynb; do \
+		echo "executing $$nb"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --log-level=WARN \
+			--ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 "$$nb"; \
+	done
+	$(NBVAL)
+
+# The Colab-like leg: a fresh venv with Colab's versions, then `pip install .[book]` as a reader's
+# set-up cell does (it must keep those versions), then every fast chapter run by papermill from a
+# folder outside the repository. Python 3.13 (Colab's) only byte-compiles mtlib: no torch wheel
+# for it here.
+COLAB_VENV := _build/venv-colab
+PY313 := $(shell command -v python3.13 || ls /root/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -1)
+
+test-colab:
+	rm -rf $(COLAB_VENV)
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/colab/requirements.txt
+	$(COLAB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ".[book]"
+	$(COLAB_VENV)/bin/python tests/colab/run_chapters.py
+	if [ -n "$(PY313)" ]; then $(PY313) -W error -m compileall -q -f -x '/_build/' mtlib >/dev/null; fi
 
 _build/_config_test.yml: _config.yml $(STAMP)
 	mkdir -p _build
