@@ -67,13 +67,8 @@ def relu_piecewise(z: float = 0.0) -> Piecewise:
     """ReLU ``R(x) = max(0, x)`` of one number with the three pieces of Sec 4.1.
 
     The pieces are ``P^1 = (-inf, 0)`` with ``f^1 = 0``, ``P^2 = (0, inf)`` with
-    ``f^2(x) = x`` and ``P^3 = {0}`` with ``f^3(x) = z x``, so the associated derivative is
-
-    .. math::
-
-        \\tilde R'_z(x) = 0 \\ (x < 0), \\qquad 1 \\ (x > 0), \\qquad z \\ (x = 0),
-
-    the derivative that autograd returns through :func:`mtlib.relu_z` with the same ``z``.
+    ``f^2(x) = x`` and ``P^3 = {0}`` with ``f^3(x) = z x``: the associated derivative is 0, 1 and
+    ``z`` at 0, the one autograd returns through :func:`mtlib.relu_z` with the same ``z``.
 
     Args:
         z: the derivative at 0, any real number (``torch.relu`` uses 0).
@@ -88,9 +83,6 @@ def relu_piecewise(z: float = 0.0) -> Piecewise:
         >>> relu = relu_piecewise(z=0.5)
         >>> [relu.associated_gradient(torch.tensor(t)).item() for t in (-1.0, 0.0, 2.0)]
         [0.0, 0.5, 1.0]
-
-    References:
-        Despres (2024), Sec 4.1.
     """
     z = check_real("relu_piecewise", "z", z)
     return Piecewise([lambda x: 0 * x, lambda x: x, lambda x: z * x], _relu_piece)

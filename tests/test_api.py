@@ -1,0 +1,138 @@
+"""The stable surface of mtlib (issue 15): every public name, every import path the book, the README
+and the benchmarks use, the torch.library op names and the sweep command line keep working."""
+
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mtlib
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The 48 top-level names of mtlib before the packages of issue 15: none may disappear.
+TOP_LEVEL = """
+AppendixTerms Dual KinkCount KinkReport LowerBound MaxPool1d MaxPool2d Piecewise StridedMaxPool
+TangentReport TiePolicy abs_eps abs_shift_eps appendix_example associated_gradient chain_jacobian
+check_tangent compare_directional compose_piecewise convergence_table count_kinks directional
+exact_lipschitz_1d gradient_disagreement jacobian_norms kinkcheck lower_bound max_first max_last
+max_pair_piecewise max_piecewise max_pool1d max_pool2d max_pool_layer_piecewise max_uniform
+max_weights network_layers one_sided_difference pool_multiplicity regularized_integrals
+relu_layer_piecewise relu_piecewise relu_z tie_fraction tie_policy tie_set upper_bound
+window_tie_counts
+""".split()
+
+PUBLIC_MODULES = """
+mtlib.activations mtlib.appendix mtlib.census mtlib.census.cases mtlib.directional mtlib.examples
+mtlib.kinkcheck mtlib.lipschitz mtlib.maxpool mtlib.networks mtlib.piecewise mtlib.policy
+mtlib.representations mtlib.sweep mtlib.sweep.registry mtlib.sweeps mtlib.ties mtlib.training
+""".split()
+
+
+def _sources() -> list[tuple[str, str]]:
+    """(file, python source) of the chapters' code cells, the README's code blocks, the benchmarks."""
+    out = []
+    for path in sorted((REPO / "book").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                out.append((path.name, "".join(cell["source"])))
+    readme = (REPO / "README.md").read_text()
+    out += [("README.md", block) for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S)]
+    out += [(path.name, path.read_text()) for path in sorted((REPO / "benchmarks").glob("*.py"))]
+    return out
+
+
+def _used_paths() -> set[tuple[str, str | None]]:
+    """(module, name) for every ``from mtlib... import name``, (module, None) for ``import mtlib...``,
+    and (module, attribute) for every ``mtlib.x.y`` attribute chain in those sources."""
+    used = set()
+    for _, source in _sources():
+        code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line
+                         for line in source.splitlines())
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mtlib":
+                used.update((node.module, alias.name) for alias in node.names)
+            elif isinstance(node, ast.Import):
+                used.update((a.name, None) for a in node.names if a.name.split(".")[0] == "mtlib")
+            elif isinstance(node, ast.Attribute):
+                chain, value = [node.attr], node.value
+                while isinstance(value, ast.Attribute):
+                    chain.append(value.attr)
+                    value = value.value
+                if isinstance(value, ast.Name) and value.id == "mtlib":
+                    used.add((".".join(["mtlib", *reversed(chain[1:])]), chain[0]))
+    return used
+
+
+def test_every_top_level_name_is_kept_and_exported():
+    assert sorted(mtlib.__all__) == sorted(TOP_LEVEL)
+    assert len(set(mtlib.__all__)) == len(mtlib.__all__)
+    for name in mtlib.__all__:
+        assert getattr(mtlib, name) is not None
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_public_modules_import_and_name_a_chapter(module):
+    mod = importlib.import_module(module)
+    assert "Chapter:" in (mod.__doc__ or ""), f"{module}: the docstring names no chapter"
+
+
+def test_the_sources_use_public_paths():
+    used = _used_paths()
+    assert len(used) > 40  # the scan found the chapters' imports
+    for module, name in sorted(used, key=str):
+        if module == "mtlib" and name in ("__version__",):
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:  # `mtlib.directional.jvp`: the chain ends in an attribute
+            parent, _, attr = module.rpartition(".")
+            mod = getattr(importlib.import_module(parent), attr)
+        if name is not None and not hasattr(mod, name):
+            importlib.import_module(f"{module}.{name}")  # a submodule (``from mtlib import sweep``)
+
+
+def test_old_names_kept_as_aliases():
+    # `mtlib.kinkcheck` the attribute is the function; the module is reached by its path
+    kinkcheck = importlib.import_module("mtlib.kinkcheck")
+    from mtlib import lipschitz, networks, sweep, sweeps
+    from mtlib.sweep import registry
+
+    assert kinkcheck.one_sided is kinkcheck.left_right_slopes
+    assert lipschitz.StridedMaxPool is networks.StridedMaxPool
+    assert issubclass(networks.StridedMaxPool, networks.VectorMaxPool)
+    assert sweeps.SWEEPS is registry.SWEEPS and sweeps.main is registry.main
+    assert not hasattr(sweep, "SWEEPS")  # the engine does not import its registry (no circle)
+
+
+def test_op_names_are_stable():
+    for op in ("max_pool2d_ties", "max_pool2d_ties_backward", "max_pool2d_ties_tangent"):
+        assert hasattr(torch.ops.mtlib, op)
+
+
+def test_sweep_command_line_help():
+    done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True,
+                          check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m mtlib.sweep" in done.stdout
+
+
+def test_no_private_module_at_the_top_beyond_three():
+    private = sorted(p.name for p in (REPO / "mtlib").glob("_*.py") if p.name != "__init__.py")
+    assert len(private) <= 3, private
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "mtlib").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
