@@ -1,5 +1,7 @@
-"""Ties in training (mtlib.training): data, model, Boustany's protocol, training, extrapolation."""
+"""Ties in training (mtlib.training): data, model, tie kinds, Boustany's protocol and statistics,
+training, extrapolation, machine info. Assertions on float16/bfloat16 results hold on any CPU."""
 
+import builtins
 import math
 from functools import partial
 
@@ -10,14 +12,23 @@ from torch import nn
 
 from mtlib.maxpool import MaxPool2d
 from mtlib.training import (
+    CAP_VARIABLES,
     SIGNIFICAND_BITS,
+    TIE_KIND_PATCHES,
+    VGG11_CIFAR10_WINDOWS,
     Digits,
     accuracy_study,
+    calibrate_threshold,
+    cpu_model,
     digits_cnn,
     digits_data,
     gradient_disagreement,
+    machine_info,
     rounding_tie_model,
+    summed_l1_difference,
+    summed_max_difference,
     tie_fraction,
+    tie_kind_examples,
     train,
 )
 
@@ -86,19 +97,107 @@ def test_disagreement_is_half_the_bias_gradient_on_a_genuine_tie():
     net = _two_channel_net("first")
     idx = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:4]
     F.cross_entropy(net(image[idx]), labels[idx]).backward()
-    # first rule: dW = g (1, 0); uniform: dW = g (1/2, 1/2); other gradients agree
-    assert table.difference[0] == pytest.approx(abs(net[0].bias.grad.item()) / 2, rel=1e-12)
+    # first rule: dW = g (1, 0); uniform: dW = g (1/2, 1/2); other gradients agree, so the
+    # summed max norm (B1) is |g| / 2 and Boustany's summed L1 norm (B2) is |g| / 2 + |g| / 2
+    g = abs(net[0].bias.grad.item())
+    assert table.difference[0] == pytest.approx(g / 2, rel=1e-12)
+    assert table.l1_difference[0] == pytest.approx(g, rel=1e-12)
 
 
 def test_protocol_on_digits_fp64_never_differs_and_bf16_does(data):
+    """What holds on any CPU: float64 has no rounding tie by construction (it is its own
+    reference) and only summation-order noise; float32 rounds 2^13 times more finely than
+    float16 and meets far fewer rounding ties; bfloat16, 2^3 times more coarsely, more."""
     factory = partial(digits_cnn, 8)
-    f64 = gradient_disagreement(factory, data, F64, batches=6)
-    bf16 = gradient_disagreement(factory, data, "bfloat16", batches=6)
+    tables = {name: gradient_disagreement(factory, data, name, batches=6) for name in ("float16", "bfloat16",
+                                                                                       "float32", "float64")}
+    f64, bf16 = tables["float64"], tables["bfloat16"]
     assert not f64.differs.any() and (f64.rounding == 0).all()
-    assert (f64.difference < 1e-15).all()
+    assert (f64.difference < 1e-15).all() and (f64.l1_difference < 1e-12).all()
+    assert (f64.l1_difference >= f64.difference).all()  # an L1 norm bounds the max norm
     assert bf16.differs.mean() > 0.5 and (bf16.rounding > 0).mean() > 0.5
     assert (f64.active <= f64.tied).all() and (f64.active > 0).all()
     assert (f64.windows == 32 * (8 * 16 + 16 * 4)).all()
+    rounding = {name: table.rounding.sum() for name, table in tables.items()}
+    assert rounding["float32"] < rounding["float16"] < rounding["bfloat16"]
+    assert tables["float32"].differs.sum() < tables["float16"].differs.sum()
+
+
+def test_summed_differences_exact():
+    a = [torch.tensor([1.0, -2.0, 0.5]), torch.tensor([[0.25, 0.0]])]
+    b = [torch.tensor([0.0, 0.0, 0.5]), torch.tensor([[-0.25, 0.125]])]
+    assert summed_max_difference(a, b) == 2.0 + 0.5
+    assert summed_l1_difference(a, b) == 1.0 + 2.0 + 0.5 + 0.125
+    assert summed_l1_difference(a, a) == summed_max_difference(a, a) == 0.0
+    half = [t.half() for t in a]  # gradients of any format, compared in float64
+    assert summed_l1_difference(half, b) == summed_l1_difference(a, b)
+    with pytest.raises(ValueError, match="summed_l1_difference: the two gradient lists"):
+        summed_l1_difference(a, b[:1])
+    with pytest.raises(ValueError, match="summed_max_difference: the two gradient lists"):
+        summed_max_difference(a, [b[0], b[1].T])
+
+
+def test_calibrate_threshold_follows_boustanys_rule():
+    norms = [0.0, 0.0, 2.0**-10, 2.0**-3, 0.5]
+    assert calibrate_threshold(norms, 16) == 2.0**-10   # smallest positive norm
+    assert calibrate_threshold(norms, 32) == calibrate_threshold(norms, 64) == 0.5  # largest norm
+    assert calibrate_threshold([0.0], 64) == 0.0
+    with pytest.raises(ValueError, match="at least one positive norm"):
+        calibrate_threshold([0.0, 0.0], 16)
+    for bad in ([], [1.0, -1.0], [float("nan")]):
+        with pytest.raises(ValueError, match="calibrate_threshold: `norms`"):
+            calibrate_threshold(bad, 32)
+    with pytest.raises(TypeError, match="calibrate_threshold: `bits`"):
+        calibrate_threshold([1.0], 16.0)
+
+
+def test_tie_kinds_and_zones_are_exact():
+    table = tie_kind_examples().set_index(["kind", "dtype"])
+    assert list(TIE_KIND_PATCHES) == list(table.index.get_level_values("kind").unique())
+    formats = ["float16", "bfloat16", "float32", "float64"]
+    # a dead window ties at 0 and the ReLU kills its gradient; identical patches tie at a
+    # positive max, but both rules send the gradient through the same input: no zone.
+    for kind in ("dead window", "identical patches"):
+        rows = table.loc[kind]
+        assert rows.tie.all() and not rows.differs.any() and (rows.zone == "neither").all()
+        assert rows.active.all() == (kind == "identical patches")
+    genuine = table.loc["genuine tie"]
+    assert genuine.differs.all() and (genuine.zone == "bifurcation").all()
+    rounding = table.loc["rounding tie"].reindex(formats)
+    # 1 + 2^-12 rounds to 1 with 11 or 8 significand bits, not with 24 or 53
+    assert rounding.tie.tolist() == rounding.differs.tolist() == [True, True, False, False]
+    assert rounding.zone.tolist() == ["compensation", "compensation", "neither", "neither"]
+    with pytest.raises(TypeError, match="tie_kind_examples: `dtype`"):
+        tie_kind_examples(["int32"])
+
+
+def test_machine_info_keys_and_caps(monkeypatch):
+    for name in CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    info = machine_info()
+    assert sorted(info) == ["capability", "caps", "cpu", "gpu", "threads", "torch"]
+    assert info["cpu"] == cpu_model() and info["cpu"].strip() == info["cpu"] and info["cpu"]
+    assert info["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
+    assert info["caps"] == "none"
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert machine_info()["caps"] == "MKL_ENABLE_INSTRUCTIONS=SSE4_2, OMP_NUM_THREADS=1"
+
+
+def test_cpu_model_falls_back_to_platform(monkeypatch):
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        if path == "/proc/cpuinfo":
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert cpu_model() == "unknown"
+    monkeypatch.setattr("platform.processor", lambda: "arm")
+    assert cpu_model() == "arm"
 
 
 def test_train_is_deterministic_and_shapes(data):
@@ -126,6 +225,7 @@ def test_rounding_tie_model_scales_with_significand():
     assert table.loc["float16", "minibatches"] == pytest.approx(1 - math.exp(-1.0), rel=1e-12)
     assert table.loc["float64", "minibatches"] < 1e-10
     assert list(table.index) == list(SIGNIFICAND_BITS)
+    assert VGG11_CIFAR10_WINDOWS == 64 * 16**2 + 128 * 8**2 + 256 * 4**2 + 512 * 2**2 + 512 * 1**2
 
 
 @pytest.mark.parametrize(
@@ -139,6 +239,9 @@ def test_rounding_tie_model_scales_with_significand():
         (lambda: digits_cnn(2, image_size=10), ValueError, "digits_cnn: `image_size`"),
         (lambda: rounding_tie_model({"float32": 0.0}, 10), ValueError, "rounding_tie_model: `rates`"),
         (lambda: rounding_tie_model({"float32": 1e-9}, 0), ValueError, "rounding_tie_model: `windows`"),
+        (lambda: digits_data(2000), ValueError, "digits_data: `n_samples` must be <= 1797"),
+        (lambda: digits_data(100.0), TypeError, "digits_data: `n_samples`"),
+        (lambda: digits_cnn(2.0), TypeError, "digits_cnn: `width`"),
         (lambda: tie_fraction(nn.Sequential(nn.MaxPool2d(2)), torch.zeros(1, 1, 4, 4)), ValueError,
          "tie_fraction: `model` ran no mtlib.maxpool.MaxPool2d"),
     ],
@@ -158,7 +261,7 @@ def test_errors(call, error, message):
         ("protocol", {"thresholds": {16: 1e-3}}, ValueError, "gradient_disagreement: `thresholds`"),
         ("train", {"ties": "all"}, ValueError, "train: `ties`"),
         ("train", {"epochs": 0}, ValueError, "train: `epochs`"),
-        ("train", {"batch_size": 1.5}, ValueError, "train: `batch_size`"),
+        ("train", {"batch_size": 1.5}, TypeError, "train: `batch_size`"),
         ("train", {"lr": 0.0}, ValueError, "train: `lr`"),
         ("train", {"dtype": "int8"}, TypeError, "train: `dtype`"),
         ("no_pool", {}, ValueError, "gradient_disagreement: `model` ran no mtlib.maxpool.MaxPool2d"),

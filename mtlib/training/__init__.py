@@ -1,0 +1,63 @@
+"""Ties in training: how often maxpool windows tie, and whether the tie rule changes training.
+
+Chapter: training (``book/training.ipynb``); its recorded summary feeds the ``training`` sweep
+of the sweeps chapter.
+
+Sec 5 of Despres (2024) asks how associated gradients with respect to the *parameters* behave
+in training and points to the experiments of Boustany (2024). This package repeats his
+fixed-weight protocol at CPU scale on scikit-learn's 8x8 digits with a small CNN
+(conv-ReLU-maxpool twice, then linear) whose maxpools use a tie rule of :mod:`mtlib.maxpool`:
+``"first"`` (PyTorch's) or ``"uniform"`` (eq 20 per window). Both rules are associated gradients
+of the same network (Cor 2), so they agree off ties; in floating point they differ where values
+tie after rounding, which depends on the format and, through the kernels, on the machine.
+
+Import the names from here; the private modules hold, in order of use:
+
+* ``_data``: the digits split, the CNN, dtype names and minibatch orders;
+* ``_ties``: which pooling windows tie (forward hooks on the tie-aware maxpools);
+* ``_protocol``: Boustany's protocol with both statistics of his code, eqs (B1) and (B2),
+  and his threshold calibration;
+* ``_zones``: one exact window per kind of tie, placed in Bertoin's and Boustany's zones;
+* ``_rounding``: the model of ties made by rounding (rate proportional to ``2^-p``);
+* ``_train``: training with each rule, over formats and seeds;
+* ``_machine``: the machine a low-precision number was measured on.
+"""
+
+from mtlib.training._data import Digits, digits_cnn, digits_data
+from mtlib.training._machine import CAP_VARIABLES, cpu_model, machine_info
+from mtlib.training._protocol import (
+    BOUSTANY_VGG11_CIFAR10,
+    THRESHOLDS,
+    calibrate_threshold,
+    gradient_disagreement,
+    summed_l1_difference,
+    summed_max_difference,
+)
+from mtlib.training._rounding import SIGNIFICAND_BITS, VGG11_CIFAR10_WINDOWS, rounding_tie_model
+from mtlib.training._ties import tie_fraction
+from mtlib.training._train import TrainResult, accuracy_study, train
+from mtlib.training._zones import TIE_KIND_PATCHES, tie_kind_examples
+
+__all__ = [
+    "BOUSTANY_VGG11_CIFAR10",
+    "CAP_VARIABLES",
+    "SIGNIFICAND_BITS",
+    "THRESHOLDS",
+    "TIE_KIND_PATCHES",
+    "VGG11_CIFAR10_WINDOWS",
+    "Digits",
+    "TrainResult",
+    "accuracy_study",
+    "calibrate_threshold",
+    "cpu_model",
+    "digits_cnn",
+    "digits_data",
+    "gradient_disagreement",
+    "machine_info",
+    "rounding_tie_model",
+    "summed_l1_difference",
+    "summed_max_difference",
+    "tie_fraction",
+    "tie_kind_examples",
+    "train",
+]
