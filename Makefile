@@ -108,3 +108,7 @@ serve:
 
 clean:
 	rm -rf _build
+
+# Lint the library, the tests, the benchmarks and the chapters (config: [tool.ruff] in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .

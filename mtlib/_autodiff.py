@@ -47,7 +47,8 @@ def autograd_gradient(f: Callable, x: torch.Tensor, *, fn: str = "autograd_gradi
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         if elementwise and (not isinstance(y, torch.Tensor) or y.shape != x.shape):
             raise ValueError(
-                f"{fn}: `fn` must map a tensor of shape {tuple(x.shape)} to one of the same shape, got {shape}"
+                f"{fn}: `fn` must map a tensor of shape {tuple(x.shape)} to one of the same shape, "
+                f"got {shape}"
             )
         if not elementwise and (not isinstance(y, torch.Tensor) or y.numel() != 1):
             raise ValueError(f"{fn}: `f` must return a one-element tensor, got {shape}")
@@ -152,7 +153,8 @@ def central_difference(f: Callable, x: torch.Tensor, d: torch.Tensor, h: float =
         return (f(x + h * d) - f(x - h * d)) / (2 * h)
 
 
-def left_right_slopes(f: Callable, x: torch.Tensor, d: torch.Tensor, eps: float = 2.0**-20) -> tuple[float, float]:
+def left_right_slopes(f: Callable, x: torch.Tensor, d: torch.Tensor,
+                      eps: float = 2.0**-20) -> tuple[float, float]:
     """One-sided difference quotients of a scalar ``f`` at ``x`` along ``d``.
 
     .. math::

@@ -21,7 +21,6 @@ from mtlib._autodiff import forward_jacobian, left_right_slopes
 from mtlib._validate import check_positive, check_tensor
 from mtlib.piecewise import associated_gradient
 
-
 one_sided = left_right_slopes
 """Old name of :func:`left_right_slopes`, kept for existing code."""
 
@@ -172,7 +171,7 @@ def kinkcheck(
         {"g": flat, "left": [s[0] for s in sides], "right": [s[1] for s in sides], "in_section": inside}
     )
     sections.index.name = "coordinate"
-    kinks = torch.tensor([abs(r - l) > atol for l, r in sides])
+    kinks = torch.tensor([abs(right - left) > atol for left, right in sides])
     given = tangents is not None
     dirs = [torch.as_tensor(d) for d in tangents] if given else _default_tangents(kinks, n, x)
     rows = []

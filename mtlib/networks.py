@@ -165,7 +165,8 @@ def random_network(
                 linear.weight.copy_(torch.randint(-2, 3, linear.weight.shape, generator=gen))
                 linear.bias.copy_(torch.randint(-2, 3, linear.bias.shape, generator=gen))
             else:
-                linear.weight.copy_(torch.randn(linear.weight.shape, generator=gen, dtype=dtype) / fan_in**0.5)
+                weight = torch.randn(linear.weight.shape, generator=gen, dtype=dtype)
+                linear.weight.copy_(weight / fan_in**0.5)
                 linear.bias.copy_(0.1 * torch.randn(linear.bias.shape, generator=gen, dtype=dtype))
         layers.append(linear)
         fan_in = width

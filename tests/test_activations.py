@@ -51,8 +51,8 @@ def test_relu_z_bad_input():
 def test_abs_regularizations_values_and_kink_slopes():
     x = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
     for eps in (1.0, 1e-4, 1e-12):
-        assert grad(lambda v: abs_eps(v, eps).sum())(x).item() == 0.0
-        slope = grad(lambda v: abs_shift_eps(v, eps).sum())(x).item()
+        assert grad(lambda v, eps=eps: abs_eps(v, eps).sum())(x).item() == 0.0
+        slope = grad(lambda v, eps=eps: abs_shift_eps(v, eps).sum())(x).item()
         assert slope == pytest.approx(1 / math.sqrt(2), abs=1e-15)
     assert abs_eps(torch.tensor([3.0], dtype=torch.float64), 16.0).item() == 5.0
 

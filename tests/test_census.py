@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from mtlib.activations import relu_z
-from mtlib.census import (Case, CensusRecord, format_jacobian, kink_derivatives, relu_formulations, run,
-                          to_frame)
+from mtlib.census import (
+    Case,
+    CensusRecord,
+    format_jacobian,
+    kink_derivatives,
+    relu_formulations,
+    run,
+    to_frame,
+)
 from mtlib.kinkcheck import kinkcheck
 
 F64 = torch.float64
@@ -134,9 +141,11 @@ def test_run_rejects_bad_cases():
         run([Case("relu", "x = 0", torch.relu, (0.0, 0.0))])
     with pytest.raises(ValueError, match=r"`cases\[0\]` of kind 'ball' needs its `norm`"):
         run([Case("norm", "x = 0", torch.linalg.vector_norm, (0.0, 0.0), kind="ball")])
-    with pytest.raises(ValueError, match=r"`cases\[0\].signs` must hold one sign per coordinate of `x` \(2\), got 1"):
+    with pytest.raises(ValueError,
+                       match=r"`cases\[0\].signs` must hold one sign per coordinate of `x` \(2\), got 1"):
         run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True),), signs=(1.0,))])
-    with pytest.raises(ValueError, match=r"`masks` of case 'max' must hold one row of 2 flags per output \(1\), "
+    with pytest.raises(ValueError,
+                       match=r"`masks` of case 'max' must hold one row of 2 flags per output \(1\), "
                                          r"got shape \(2, 2\)"):
         run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True), (True, False)))])
 

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlib.directional import _dual
 from mtlib.directional import (
     Dual,
+    _dual,
     compare_directional,
     jvp,
     one_sided_difference,

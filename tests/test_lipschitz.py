@@ -47,7 +47,8 @@ def _grid_max(net, half_width=40.0, n=400001):
 
 
 def test_pool_multiplicity_values():
-    assert [pool_multiplicity(8, k, s) for k, s in [(2, 2), (3, 1), (3, 2), (4, 1), (2, 3)]] == [1, 3, 2, 4, 1]
+    cases = [(2, 2), (3, 1), (3, 2), (4, 1), (2, 3)]
+    assert [pool_multiplicity(8, k, s) for k, s in cases] == [1, 3, 2, 4, 1]
     assert pool_multiplicity(3, 3, 1) == 1
 
 
@@ -116,7 +117,8 @@ def test_linear_pieces_of_relu_sum():
 
 
 def test_exact_with_overlapping_pool_matches_grid():
-    net = nn.Sequential(*list(random_network([1, 6, 1], seed=3))[:2], StridedMaxPool(3, 1), nn.Linear(4, 2, dtype=F64))
+    head = list(random_network([1, 6, 1], seed=3))[:2]
+    net = nn.Sequential(*head, StridedMaxPool(3, 1), nn.Linear(4, 2, dtype=F64))
     assert _grid_max(net) == pytest.approx(exact_lipschitz_1d(net), rel=1e-9)
 
 
@@ -160,7 +162,8 @@ def test_bounds_sweep_columns_and_order():
     ("call", "error", "message"),
     [
         (lambda: upper_bound(nn.Linear(1, 1)), TypeError, "upper_bound: `net` must be an nn.Sequential"),
-        (lambda: upper_bound(nn.Sequential(nn.Linear(1, 1), nn.Tanh())), TypeError, r"upper_bound: `net\[1\]`"),
+        (lambda: upper_bound(nn.Sequential(nn.Linear(1, 1), nn.Tanh())), TypeError,
+         r"upper_bound: `net\[1\]`"),
         (lambda: exact_lipschitz_1d(nn.Sequential(nn.Linear(2, 1))), ValueError,
          "exact_lipschitz_1d: `net` must have one input"),
         (lambda: linear_pieces_1d(nn.Sequential(nn.Linear(3, 1))), ValueError,
@@ -170,7 +173,8 @@ def test_bounds_sweep_columns_and_order():
         (lambda: pool_multiplicity(2, 3, 1), ValueError, "pool_multiplicity: `kernel`"),
         (lambda: StridedMaxPool(0, 1), ValueError, "StridedMaxPool: `kernel`"),
         (lambda: StridedMaxPool(2, 1.5), TypeError, "StridedMaxPool: `stride` must be an int"),
-        (lambda: smoothed_network(nn.Sequential(nn.Linear(1, 1)), 0.0), ValueError, "smoothed_network: `beta`"),
+        (lambda: smoothed_network(nn.Sequential(nn.Linear(1, 1)), 0.0), ValueError,
+         "smoothed_network: `beta`"),
         (lambda: jacobian_norms(nn.Linear(1, 1), torch.zeros(1)), ValueError, "jacobian_norms: `x`"),
         (lambda: jacobian_norms(nn.Linear(1, 1), torch.zeros(1, 1, dtype=torch.long)), TypeError,
          "jacobian_norms: `x`"),

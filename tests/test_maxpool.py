@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlib.maxpool._geometry import pool_axes
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
+from mtlib.maxpool._geometry import pool_axes
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 RULES = ("first", "last", "uniform")

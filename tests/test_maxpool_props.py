@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mtlib.maxpool._geometry import pool_axes
 from mtlib.maxpool import max_pool1d, max_pool2d, window_tie_counts
+from mtlib.maxpool._geometry import pool_axes
 from mtlib.ties import check_tangent
 
 RULES = ("first", "last", "uniform")

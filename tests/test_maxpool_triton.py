@@ -203,8 +203,7 @@ def check_many_ties_16_bit():
     shares g / N they give (no float count is ever formed)."""
     import torch
 
-    from mtlib.maxpool import _triton
-    from mtlib.maxpool import window_tie_counts
+    from mtlib.maxpool import _triton, window_tie_counts
 
     block = _triton._BLOCK
     _triton._BLOCK = 4096  # one program: the interpreter unrolls the n taps per program

@@ -180,7 +180,8 @@ def test_compose_piecewise_example_2_2_and_errors():
         assert f.associated_gradient(vec([-2.0])).tolist() == [1.0]
     with pytest.raises(ValueError, match="compose_piecewise: `layers` must hold at least one Piecewise"):
         compose_piecewise([])
-    with pytest.raises(TypeError, match=r"compose_piecewise: `layers\[1\]` must be a Piecewise, got builtin_function_or_method"):
+    with pytest.raises(TypeError, match=r"compose_piecewise: `layers\[1\]` must be a Piecewise, "
+                                        r"got builtin_function_or_method"):
         compose_piecewise([f0, torch.relu])
     with pytest.raises(ValueError, match="compose_piecewise: `layers` gives 177147 pieces"):
         compose_piecewise([relu_layer_piecewise(10), relu_layer_piecewise(1)])
@@ -215,7 +216,8 @@ def test_network_layers_z_matters_only_where_a_zero_reaches_the_output():
 
 
 def test_network_layers_errors():
-    with pytest.raises(TypeError, match=r"network_layers: `net\[1\]` must be nn.Linear, nn.ReLU or VectorMaxPool, got Tanh"):
+    with pytest.raises(TypeError, match=r"network_layers: `net\[1\]` must be nn.Linear, nn.ReLU or "
+                                        r"VectorMaxPool, got Tanh"):
         network_layers(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
     with pytest.raises(ValueError, match="network_layers: `net` must start with nn.Linear, got ReLU"):
         network_layers(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)))
@@ -274,5 +276,6 @@ def test_network_constructor_errors():
 def test_count_kinks_errors():
     with pytest.raises(TypeError, match="count_kinks: `x` must be a torch.Tensor, got list"):
         count_kinks(random_network([2, 1]), [0.0, 0.0])
-    with pytest.raises(TypeError, match=r"count_kinks: `net\[1\]` must be nn.Linear, nn.ReLU or VectorMaxPool, got Sigmoid"):
+    with pytest.raises(TypeError, match=r"count_kinks: `net\[1\]` must be nn.Linear, nn.ReLU or "
+                                        r"VectorMaxPool, got Sigmoid"):
         count_kinks(nn.Sequential(nn.Linear(2, 2, dtype=F64), nn.Sigmoid()), torch.zeros(2, dtype=F64))

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from mtlib import sweep, sweeps
-from mtlib.sweep import registry
-from mtlib.sweep import RECORD_MIME, expand_grid, read_records, record, run_sweep
+from mtlib.sweep import RECORD_MIME, expand_grid, read_records, record, registry, run_sweep
 
 TINY_SOURCE = [
     ("parameters", "a = 1.0\nlabel = 'default'"),
@@ -52,7 +51,8 @@ def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd)
         assert (out / name).is_file()  # the failed run's notebook is kept too
 
     csv = pd.read_csv(out / "results.csv", keep_default_na=False)
-    assert list(csv.columns) == ["run", "a", "label", "status", "error", "pair", "square", "seconds", "notebook"]
+    assert list(csv.columns) == ["run", "a", "label", "status", "error", "pair", "square", "seconds",
+                                 "notebook"]
     assert csv["status"].tolist() == ["ok", "failed", "ok"]
     assert csv["error"].iloc[1] == "ValueError: a must be >= 0, got -1.0"
     assert csv["square"].astype(str).tolist() == ["4.0", "", "9.0"]
@@ -64,7 +64,8 @@ def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd)
 def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
     monkeypatch.setitem(sweeps.SWEEPS, "tiny", sweeps.Sweep(str(nb), {"a": [-5.0]}, "one failing point"))
-    status = sweeps.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "d" / "t.csv")])
+    csv_path = str(tmp_path / "d" / "t.csv")
+    status = sweeps.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", csv_path])
     assert status == 1
     printed = capsys.readouterr().out
     assert "tiny: 1 runs, 1 failed" in printed
@@ -83,13 +84,17 @@ def assigned_names(source):
     """Names bound by top-level assignments in a cell's source."""
     names = set()
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
         names |= {t.id for t in targets if isinstance(t, ast.Name)}
     return names
 
 
 def test_assigned_names_sees_only_top_level_variables():
-    assert assigned_names("a = 1\nb: int = 2\nx.c = 3\nd[0] = 4\nif a:\n    e = 5\nf_g = 6") == {"a", "b", "f_g"}
+    source = "a = 1\nb: int = 2\nx.c = 3\nd[0] = 4\nif a:\n    e = 5\nf_g = 6"
+    assert assigned_names(source) == {"a", "b", "f_g"}
 
 
 @pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
@@ -194,7 +199,8 @@ def test_read_records_merges_outputs(tmp_path):
     nb.cells += [
         nbformat.v4.new_code_cell("", outputs=outs),
         nbformat.v4.new_markdown_cell("text"),
-        nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", data={RECORD_MIME: {"b": 3}})]),
+        nbformat.v4.new_code_cell(
+            "", outputs=[nbformat.v4.new_output("display_data", data={RECORD_MIME: {"b": 3}})]),
     ]
     nbformat.write(nb, str(tmp_path / "r.ipynb"))
     assert read_records(tmp_path / "r.ipynb") == {"a": 1, "b": 3}
@@ -202,6 +208,7 @@ def test_read_records_merges_outputs(tmp_path):
 
 
 def test_python_dash_m_entry_point():
-    done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0
     assert "{boustany,stampacchia,training}" in done.stdout

@@ -47,7 +47,8 @@ def _pieces_1d(fn: str, net) -> tuple[torch.Tensor, torch.Tensor]:
     if layers[0][1] != 1:
         raise ValueError(f"{fn}: `net` must have one input, got {layers[0][1]}")
     dtype = torch.float64
-    knots, values, slopes = torch.zeros(1, dtype=dtype), torch.zeros(1, 1, dtype=dtype), torch.ones(1, 2, dtype=dtype)
+    knots, values = torch.zeros(1, dtype=dtype), torch.zeros(1, 1, dtype=dtype)
+    slopes = torch.ones(1, 2, dtype=dtype)
     for layer, _ in layers:
         if isinstance(layer, nn.Linear):
             weight, bias = layer.weight.detach().to(dtype), layer.bias

@@ -56,7 +56,8 @@ def maxpool_pieces(knots, values, slopes, pools):
     """
     first, second = torch.triu_indices(pools.shape[1], pools.shape[1], offset=1)
     a, b = pools[:, first].reshape(-1), pools[:, second].reshape(-1)
-    knots, values, slopes = _refine(knots, values, slopes, _roots(knots, values[a] - values[b], slopes[a] - slopes[b]))
+    crossings = _roots(knots, values[a] - values[b], slopes[a] - slopes[b])
+    knots, values, slopes = _refine(knots, values, slopes, crossings)
     inside = _evaluate(knots, values, slopes, _interval_points(knots))[pools]
     winner = pools.gather(1, inside.argmax(dim=1))
     return knots, values[pools].amax(dim=1), slopes.gather(0, winner)

@@ -4,6 +4,7 @@ points climbed on a smooth surrogate of the network (Sec 5, Cor 1).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,11 @@ def jacobian_norms(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"jacobian_norms: `x` must have shape (batch, dim), got {tuple(x.shape)}")
     return torch.linalg.matrix_norm(reverse_jacobian(net, x, batched=True), ord=2)
+
+
+def _jacobian_norm(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``||J(z)||_2`` of a smooth ``net`` at one point ``z`` (differentiable in ``z``)."""
+    return torch.linalg.matrix_norm(jacrev(net)(z).reshape(-1, z.numel()), ord=2)
 
 
 class _SoftMaxPool(nn.Module):
@@ -173,7 +179,7 @@ def lower_bound(net: nn.Sequential, x0s: torch.Tensor, *, steps: int = 50, lr: f
     for step in range(steps):
         sharp = beta[0] * (beta[1] / beta[0]) ** (step / max(steps - 1, 1))
         surrogate = smoothed_network(net, sharp)
-        g = vmap(grad(lambda z: torch.linalg.matrix_norm(jacrev(surrogate)(z).reshape(-1, z.numel()), ord=2)))(x)
+        g = vmap(grad(functools.partial(_jacobian_norm, surrogate)))(x)
         x = (x + lr * g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)).detach()
         norms = jacobian_norms(net, x)
         better = norms > best

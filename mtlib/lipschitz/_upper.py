@@ -45,7 +45,9 @@ def _layers(fn: str, net) -> list[tuple[nn.Module, int]]:
     """The layers of ``net`` with their input widths (:func:`mtlib.networks.walk_layers`), for a
     ``nn.Sequential`` that starts with ``nn.Linear``."""
     if not isinstance(net, nn.Sequential) or not len(net) or not isinstance(net[0], nn.Linear):
-        raise TypeError(f"{fn}: `net` must be an nn.Sequential starting with nn.Linear, got {type(net).__name__}")
+        raise TypeError(
+            f"{fn}: `net` must be an nn.Sequential starting with nn.Linear, got {type(net).__name__}"
+        )
     walk = walk_layers(fn, net)
     walk[0] = (net[0], net[0].in_features)
     return walk

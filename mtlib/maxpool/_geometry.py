@@ -80,7 +80,8 @@ def vector_windows(n: int, kernel: int, stride: int) -> torch.Tensor:
         >>> vector_windows(5, 3, 2).tolist()
         [[0, 1, 2], [2, 3, 4]]
     """
-    return PoolAxis(n, kernel, stride, 0, 1, pool_output_size(n, kernel, stride, 0, 1, False)).window_indices()
+    out = pool_output_size(n, kernel, stride, 0, 1, False)
+    return PoolAxis(n, kernel, stride, 0, 1, out).window_indices()
 
 
 def pool_axes(spatial: tuple[int, int], kernel, stride, padding, dilation,

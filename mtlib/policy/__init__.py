@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from mtlib.policy import _ops as ops
 from mtlib import maxpool
+from mtlib.policy import _ops as ops
 from mtlib.ties import check_ties
 
 

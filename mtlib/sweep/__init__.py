@@ -15,7 +15,8 @@ Command line (``make sweep NAME=boustany``)::
     python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]
 
 runs the sweep ``NAME`` registered in :mod:`mtlib.sweep.registry` (``boustany``, ``stampacchia``,
-``training``) and writes the executed notebooks and ``results.csv`` into ``DIR`` (default ``_build/sweeps/NAME``).
+``training``) and writes the executed notebooks and ``results.csv`` into ``DIR`` (default
+``_build/sweeps/NAME``).
 
 Chapter: boustany, stampacchia, training (``record``), sweeps (``run_sweep``, ``expand_grid``).
 """
@@ -101,10 +102,12 @@ def expand_grid(grid) -> list[dict]:
     elif isinstance(grid, (list, tuple)):
         for i, point in enumerate(grid):
             if not isinstance(point, Mapping):
-                raise TypeError(f"run_sweep: `grid[{i}]` must be a dict of parameters, got {type(point).__name__}")
+                raise TypeError(
+                    f"run_sweep: `grid[{i}]` must be a dict of parameters, got {type(point).__name__}")
         points = [dict(point) for point in grid]
     else:
-        raise TypeError(f"run_sweep: `grid` must be a list of dicts or a dict of lists, got {type(grid).__name__}")
+        raise TypeError(
+            f"run_sweep: `grid` must be a list of dicts or a dict of lists, got {type(grid).__name__}")
     if not points:
         raise ValueError("run_sweep: `grid` must hold at least one point")
     return points
@@ -183,13 +186,15 @@ def run_sweep(
                 try:
                     results[i] = future.result()
                 except Exception as exc:  # the worker process itself died (BrokenProcessPool, ...)
-                    results[i] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "values": {}, "seconds": 0.0}
+                    results[i] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                  "values": {}, "seconds": 0.0}
                 failed += results[i]["status"] == "failed"
                 bar.set_postfix(failed=failed)
                 bar.update()
     rows = []
     for i, (name, point, res) in enumerate(zip(names, points, results)):
-        row = {"run": i, **{k: _cell(v) for k, v in point.items()}, "status": res["status"], "error": res["error"]}
+        row = {"run": i, **{k: _cell(v) for k, v in point.items()},
+               "status": res["status"], "error": res["error"]}
         row.update({k: _cell(v) for k, v in res["values"].items()})
         row.update(seconds=round(res["seconds"], 2), notebook=name)
         rows.append(row)
@@ -221,7 +226,8 @@ def read_records(path) -> dict:
     return values
 
 
-def _run_point(notebook: str, output: str, parameters: dict, kernel_name, cell_timeout, single_thread: bool) -> dict:
+def _run_point(notebook: str, output: str, parameters: dict, kernel_name, cell_timeout,
+               single_thread: bool) -> dict:
     """Worker: run one grid point; never raises, reports the error instead."""
     import papermill  # optional dependency ([book] extra); only sweep workers need it
 
@@ -277,7 +283,8 @@ def _jsonable(name: str, value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(name, v) for v in value]
     raise TypeError(
-        f"record: `{name}` must be a number, string, bool, None, tensor/array or list, got {type(value).__name__}"
+        f"record: `{name}` must be a number, string, bool, None, tensor/array or list, "
+        f"got {type(value).__name__}"
     )
 
 

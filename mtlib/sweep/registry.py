@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m mtlib.sweep", description="Run a named papermill sweep.")
     parser.add_argument("name", choices=sorted(SWEEPS), help="which sweep to run")
-    parser.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="worker processes")
+    parser.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                        help="worker processes")
     parser.add_argument("--out", default=None, help="output folder (default _build/sweeps/NAME)")
     parser.add_argument("--csv", default=None, help="also write the results table to this file")
     args = parser.parse_args(argv)
