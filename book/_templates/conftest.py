@@ -1,0 +1,3 @@
+"""The chapter template is not a chapter: nbval (``pytest --nbval book``) must not run it."""
+
+collect_ignore_glob = ["*.ipynb"]
