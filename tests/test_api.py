@@ -136,3 +136,42 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(REPO)): n for p in (REPO / "mtlib").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the mtlib modules it imports (at any depth of its code, lazy imports included)."""
+    files = {}
+    for path in (REPO / "mtlib").rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: set() for name in files}
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mtlib"):
+                # `from pkg import sub` needs the submodule `sub`, not the rest of `pkg`
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = subs if all(t in files for t in subs) else [node.module, *subs]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return graph
+
+
+def test_no_import_circle():
+    graph, state, circles = _import_graph(), {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                circles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, circles

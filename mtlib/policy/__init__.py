@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from mtlib import maxpool
+from mtlib.maxpool import max_pool1d, max_pool2d
 from mtlib.policy import _ops as ops
 from mtlib.ties import check_ties
 
@@ -120,10 +120,10 @@ _HANDLERS = {
     torch.min: _make_max(False, torch.return_types.min), _T.min: _make_max(False, torch.return_types.min),
     torch.amax: _make_amax(True), _T.amax: _make_amax(True),
     torch.amin: _make_amax(False), _T.amin: _make_amax(False),
-    F.max_pool1d: _make_pool(maxpool.max_pool1d),
-    F.max_pool1d_with_indices: _make_pool(maxpool.max_pool1d, with_indices=True),
-    F.max_pool2d: _make_pool(maxpool.max_pool2d),
-    F.max_pool2d_with_indices: _make_pool(maxpool.max_pool2d, with_indices=True),
+    F.max_pool1d: _make_pool(max_pool1d),
+    F.max_pool1d_with_indices: _make_pool(max_pool1d, with_indices=True),
+    F.max_pool2d: _make_pool(max_pool2d),
+    F.max_pool2d_with_indices: _make_pool(max_pool2d, with_indices=True),
 }
 
 
