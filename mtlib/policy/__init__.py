@@ -65,7 +65,7 @@ def _abs(rule, func, input):
     return ops.absolute(input, rule)
 
 
-def _make_max(largest: bool, result_type):
+def _max_handler(largest: bool, result_type):
     def handler(rule, func, input, dim=None, keepdim=False, *, other=None):
         if isinstance(dim, torch.Tensor):
             dim, other = None, dim
@@ -80,14 +80,14 @@ def _make_max(largest: bool, result_type):
     return handler
 
 
-def _make_amax(largest: bool):
+def _amax_handler(largest: bool):
     def handler(rule, func, input, dim=(), keepdim=False):
         return ops.reduce(input, dim, keepdim, rule, largest)
 
     return handler
 
 
-def _make_pool(pool, with_indices: bool = False):
+def _pool_handler(pool, with_indices: bool = False):
     # F.max_pool*d_with_indices always returns (values, indices), whatever `return_indices` says
     def handler(rule, func, input, kernel_size, stride=None, padding=0, dilation=1,
                 ceil_mode=False, return_indices=False):
@@ -116,14 +116,16 @@ _HANDLERS = {
     torch.clamp_max: _clamp_max, _T.clamp_max: _clamp_max,
     torch.maximum: _maximum, _T.maximum: _maximum, torch.minimum: _minimum, _T.minimum: _minimum,
     torch.abs: _abs, _T.abs: _abs, torch.absolute: _abs, _T.absolute: _abs,
-    torch.max: _make_max(True, torch.return_types.max), _T.max: _make_max(True, torch.return_types.max),
-    torch.min: _make_max(False, torch.return_types.min), _T.min: _make_max(False, torch.return_types.min),
-    torch.amax: _make_amax(True), _T.amax: _make_amax(True),
-    torch.amin: _make_amax(False), _T.amin: _make_amax(False),
-    F.max_pool1d: _make_pool(max_pool1d),
-    F.max_pool1d_with_indices: _make_pool(max_pool1d, with_indices=True),
-    F.max_pool2d: _make_pool(max_pool2d),
-    F.max_pool2d_with_indices: _make_pool(max_pool2d, with_indices=True),
+    torch.max: _max_handler(True, torch.return_types.max),
+    _T.max: _max_handler(True, torch.return_types.max),
+    torch.min: _max_handler(False, torch.return_types.min),
+    _T.min: _max_handler(False, torch.return_types.min),
+    torch.amax: _amax_handler(True), _T.amax: _amax_handler(True),
+    torch.amin: _amax_handler(False), _T.amin: _amax_handler(False),
+    F.max_pool1d: _pool_handler(max_pool1d),
+    F.max_pool1d_with_indices: _pool_handler(max_pool1d, with_indices=True),
+    F.max_pool2d: _pool_handler(max_pool2d),
+    F.max_pool2d_with_indices: _pool_handler(max_pool2d, with_indices=True),
 }
 
 
