@@ -91,7 +91,8 @@ def test_disagreement_is_half_the_bias_gradient_on_a_genuine_tie():
     image = torch.zeros(8, 2, 2, 2, dtype=F64)
     image[:, 0, 0, 0] = image[:, 1, 0, 1] = 1.0
     labels = torch.arange(8) % 10
-    table = gradient_disagreement(_two_channel_net, Digits(image, labels, image, labels), F64, batches=3, batch_size=4)
+    table = gradient_disagreement(_two_channel_net, Digits(image, labels, image, labels), F64,
+                                  batches=3, batch_size=4)
     assert table.differs.all() and (table.rounding == 0).all() and (table.windows == 4).all()
     assert (table.tied == 1.0).all() and (table.active == 1.0).all()
     net = _two_channel_net("first")
@@ -211,9 +212,11 @@ def test_train_is_deterministic_and_shapes(data):
 
 
 def test_accuracy_study_tables(data):
-    runs, steps = accuracy_study(partial(digits_cnn, 2), data, dtypes=["float32", torch.float64], seeds=[0, 1],
+    runs, steps = accuracy_study(partial(digits_cnn, 2), data, dtypes=["float32", torch.float64],
+                                 seeds=[0, 1],
                                  rules=["uniform"], epochs=1, batch_size=100)
-    assert runs[["dtype", "seed"]].values.tolist() == [["float32", 0], ["float32", 1], ["float64", 0], ["float64", 1]]
+    expected = [["float32", 0], ["float32", 1], ["float64", 0], ["float64", 1]]
+    assert runs[["dtype", "seed"]].values.tolist() == expected
     assert len(steps) == 4 * 3 and steps.step.max() == 2
     assert runs.accuracy.between(0, 1).all()
 

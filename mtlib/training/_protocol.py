@@ -49,7 +49,8 @@ Gradients = Sequence[torch.Tensor]
 
 def _check_pair(fn: str, grads_a: Gradients, grads_b: Gradients) -> None:
     if len(grads_a) != len(grads_b) or any(a.shape != b.shape for a, b in zip(grads_a, grads_b)):
-        raise ValueError(f"{fn}: the two gradient lists must hold tensors of the same shapes, in the same order")
+        raise ValueError(f"{fn}: the two gradient lists must hold tensors of the same shapes, "
+                         "in the same order")
 
 
 def summed_max_difference(grads_a: Gradients, grads_b: Gradients) -> float:
@@ -181,7 +182,8 @@ def gradient_disagreement(model_factory: Callable[..., nn.Module], data: Digits,
         delta = summed_max_difference(first, uniform)
         tied, active = fractions(masks)
         windows = sum(t.numel() for t, _ in masks)
-        rows.append({"dtype": dtype_name(dtype), "batch": b, "windows": windows, "tied": tied, "active": active,
-                     "rounding": rounding / windows, "difference": delta,
-                     "l1_difference": summed_l1_difference(first, uniform), "differs": delta > thresholds[bits]})
+        rows.append({"dtype": dtype_name(dtype), "batch": b, "windows": windows, "tied": tied,
+                     "active": active, "rounding": rounding / windows, "difference": delta,
+                     "l1_difference": summed_l1_difference(first, uniform),
+                     "differs": delta > thresholds[bits]})
     return pd.DataFrame(rows)

@@ -50,5 +50,6 @@ def rounding_tie_model(rates: dict[str, float], windows: int) -> pd.DataFrame:
     check_int("rounding_tie_model", "windows", windows)
     c = 2.0 ** (sum(logs) / len(logs))
     rows = [{"dtype": name, "bits": bits, "rate": c * 2.0**-bits,
-             "minibatches": -math.expm1(-c * 2.0**-bits * windows)} for name, bits in SIGNIFICAND_BITS.items()]
+             "minibatches": -math.expm1(-c * 2.0**-bits * windows)}
+            for name, bits in SIGNIFICAND_BITS.items()]
     return pd.DataFrame(rows)

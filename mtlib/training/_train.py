@@ -36,7 +36,8 @@ def train(model_factory: Callable[..., nn.Module], data: Digits, *, ties: str, d
     rule selects.
 
     Args:
-        model_factory: ``model_factory(ties=...)`` returns the network (e.g. :func:`mtlib.training.digits_cnn`).
+        model_factory: ``model_factory(ties=...)`` returns the network, e.g.
+            :func:`mtlib.training.digits_cnn`.
         data: the :class:`mtlib.training.Digits` split.
         ties: the tie rule of the maxpools.
         dtype: floating-point dtype (or its name) of the whole computation.

@@ -34,8 +34,9 @@ TIE_KIND_PATCHES = {
 
 def _window_net(ties: str) -> nn.Sequential:
     """1x1 conv with weights (1, 1), ReLU, one 2x2 tie-aware pool, then logits (p, -p)."""
-    net = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False, dtype=torch.float64), nn.ReLU(), MaxPool2d(2, ties=ties),
-                        nn.Flatten(), nn.Linear(1, 2, bias=False, dtype=torch.float64))
+    f64 = {"dtype": torch.float64}
+    net = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False, **f64), nn.ReLU(), MaxPool2d(2, ties=ties),
+                        nn.Flatten(), nn.Linear(1, 2, bias=False, **f64))
     with torch.no_grad():
         net[0].weight.fill_(1.0)
         net[4].weight.copy_(torch.tensor([[1.0], [-1.0]]))
