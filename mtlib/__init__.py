@@ -27,9 +27,15 @@ from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_t
 # policy: one tie rule for every nonsmooth torch op inside a `with` block
 from mtlib.policy import TiePolicy, tie_policy
 
-# directional: exact one-sided derivatives through kinks, and their finite-difference check
+# directional: exact one-sided and lexicographic derivatives through kinks, and their check
 from mtlib import directional
-from mtlib.directional import Dual, compare_directional, one_sided_difference
+from mtlib.directional import (
+    Dual,
+    compare_directional,
+    ld_jvp,
+    lexicographic_gradient,
+    one_sided_difference,
+)
 
 # checks: is a gradient a valid associated gradient (eq 15), a gradcheck at kinks, kink counts
 from mtlib.kinkcheck import KinkReport, kinkcheck
@@ -82,6 +88,8 @@ __all__ = [
     "Dual",
     "compare_directional",
     "directional",
+    "ld_jvp",
+    "lexicographic_gradient",
     "one_sided_difference",
     # checks
     "KinkCount",

@@ -1,4 +1,4 @@
-"""Exact one-sided directional derivatives through max, relu, abs, clamp and maxpool.
+"""Exact one-sided and lexicographic directional derivatives through max, relu, abs, clamp, maxpool.
 
 The directional derivative of ``f`` at ``x`` in the direction ``d`` is the one-sided limit
 
@@ -13,11 +13,16 @@ not of a representation: where an associated gradient (Def 1, eq 7) depends on t
 ``f'(x; d)`` does not. For Boustany's zero function (Sec 4.3) and its maxpool variant (Sec 4.4)
 it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
 
-:func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``; see
-:mod:`mtlib.directional._dual` (the tensor and its dispatch), :mod:`mtlib.directional._smooth`
-(smooth ops, comparisons, metadata) and :mod:`mtlib.directional._kinks` (the kinks).
+:func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``;
+:func:`ld_jvp` carries ``k`` tangents at once and resolves each kink lexicographically (the
+LD-derivative of Nesterov 2005 and Khan & Barton 2015), and :func:`lexicographic_gradient`
+turns it into an element of Clarke's generalized gradient at every point. See
+:mod:`mtlib.directional._dual` (the tensor and its dispatch), :mod:`mtlib.directional._order`
+(the lexicographic order), :mod:`mtlib.directional._smooth` (smooth ops, comparisons,
+metadata), :mod:`mtlib.directional._kinks` (the kinks) and
+:mod:`mtlib.directional._lexicographic` (LD-derivatives).
 
-Chapter: directional.
+Chapter: directional, lexicographic.
 """
 
 from __future__ import annotations
@@ -27,17 +32,18 @@ from collections.abc import Callable
 
 import pandas as pd
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from mtlib._autodiff import one_sided_difference, reverse_jacobian
 from mtlib._validate import check_direction, check_positive
-from mtlib.directional import _kinks  # noqa: F401  (importing registers the one-sided rules)
+from mtlib.directional import _kinks, _pools  # noqa: F401  (importing registers the kink rules)
 from mtlib.directional._dual import Dual, Rule
 from mtlib.directional._dual import register_rule as _register_rule
+from mtlib.directional._lexicographic import evaluate, ld_jvp, lexicographic_gradient
 from mtlib.directional._smooth import smooth_rule  # importing also registers the smooth rules
 
-__all__ = ["Dual", "compare_directional", "jvp", "one_sided_difference", "register_rule",
-           "register_smooth"]
+__all__ = ["Dual", "compare_directional", "jvp", "ld_jvp", "lexicographic_gradient",
+           "one_sided_difference", "register_rule", "register_smooth"]
 
 
 def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
@@ -90,14 +96,8 @@ def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
         Clarke (1990), Optimization and Nonsmooth Analysis, Ch. 2; Despres (2024), Sec 4.3-4.4.
     """
     d = check_direction("jvp", f, x, d)
-    out = f(Dual(x.detach(), d.detach()))
-    leaves, _ = tree_flatten(out)
-    for leaf in leaves:
-        if not isinstance(leaf, torch.Tensor):
-            raise TypeError(f"jvp: `f` must return tensors, got {type(leaf).__name__}")
-    value = tree_map(lambda o: o.primal if isinstance(o, Dual) else o, out)
-    tangent = tree_map(lambda o: o.tangent if isinstance(o, Dual) else torch.zeros_like(o), out)
-    return value, tangent
+    value, tangents = evaluate("jvp", f, x, d.unsqueeze(0))  # the k = 1 case of ld_jvp
+    return value, tree_map(lambda t: t[0], tangents)
 
 
 def register_smooth(*funcs: Callable) -> None:

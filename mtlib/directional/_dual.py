@@ -1,16 +1,21 @@
-"""The dual tensor behind :mod:`mtlib.directional`: a value that carries a one-sided tangent.
+"""The dual tensor behind :mod:`mtlib.directional`: a value that carries one-sided tangents.
 
-A :class:`Dual` stands for the point ``x + h d`` with ``h -> 0+``: its data is the primal ``x``
-and its ``tangent`` is ``d``. Every torch call on a ``Dual`` goes through
-``__torch_function__`` and is answered by the rule registered for that call in :data:`RULES`
-(the rules themselves live in :mod:`mtlib.directional._smooth` and
-:mod:`mtlib.directional._kinks`):
+A :class:`Dual` stands for the point ``x + h d`` with ``h -> 0+`` (one direction, the
+one-sided derivative) or, with ``k`` stacked tangents ``t_1, ..., t_k``, for the
+lexicographically perturbed point ``x + e t_1 + e^2 t_2 + ... + e^k t_k``, ``e -> 0+`` (the
+LD-derivative of Nesterov 2005 and Khan & Barton 2015). Its data is the primal ``x``; its
+``tangents`` have shape ``(k, *x.shape)`` (``tangent`` is the one of a ``k = 1`` dual). Every
+torch call on a ``Dual`` goes through ``__torch_function__`` and is answered by the rule
+registered for that call in :data:`RULES` (the rules themselves live in
+:mod:`mtlib.directional._smooth` and :mod:`mtlib.directional._kinks`):
 
-* smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangent is
-  pushed forward with ``torch.func.jvp``, the ordinary chain rule;
-* kinks (max, relu, abs, clamp, maxpool): the one-sided rules of :mod:`mtlib.directional._kinks`;
-* comparisons: the lexicographic order of ``(value, tangent)``, which is the order of
-  ``x + h d`` for small ``h > 0``, so a Python ``if`` takes the branch of the perturbed point;
+* smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangents
+  are pushed forward with ``torch.func.jvp`` (batched over ``k`` by ``vmap``), the chain rule;
+* kinks (max, relu, abs, clamp, maxpool): the rules of :mod:`mtlib.directional._kinks`, which
+  pick the lexicographically largest perturbed entry (:mod:`mtlib.directional._order`);
+* comparisons: the lexicographic order of ``(value, t_1, ..., t_k)``, which is the order of
+  the perturbed points for small ``e > 0``, so a Python ``if`` takes the branch of the
+  perturbed point;
 * metadata (``shape``, ``dim()``, ``dtype`` ...) and constants (``zeros_like``, ``detach``):
   evaluated on the primal, without tangent.
 
@@ -50,40 +55,67 @@ def register_rule(funcs, rule: Rule) -> None:
 
 
 class Dual(torch.Tensor):
-    """A tensor ``x`` with a tangent ``d``: the point ``x + h d`` as ``h -> 0+``.
+    """A tensor ``x`` with tangents: the point ``x + h d`` (``h -> 0+``), or with ``k``
+    stacked tangents the lexicographically perturbed point ``x + e t_1 + ... + e^k t_k``.
 
     The object *is* the primal tensor (so ``isinstance(x, torch.Tensor)`` checks pass); the
-    tangent is the attribute ``tangent``, the primal as a plain tensor is ``primal``.
+    primal as a plain tensor is ``primal``, the stacked tangents ``tangents`` (shape
+    ``(k, *x.shape)``), and for ``k = 1`` the tangent ``tangent`` (shape ``x.shape``).
 
     Args:
         primal: floating-point tensor, the point ``x``.
-        tangent: tensor of the same shape, the direction ``d`` (cast to ``primal``'s dtype).
+        tangent: tensor of ``x``'s shape, the direction ``d`` (cast to ``primal``'s dtype).
+        tangents: instead of ``tangent``, a tensor of shape ``(k, *x.shape)``, ``k >= 1``.
 
     Examples:
         >>> x = Dual(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 2.0]))
         >>> bool(x[0] < x[1])  # 0 + h < 0 + 2h for small h > 0
         True
+        >>> y = Dual(torch.zeros(2), tangents=torch.tensor([[1.0, 1.0], [0.0, -1.0]]))
+        >>> bool(y[0] > y[1])  # e + 0 e^2 > e - e^2: the second direction breaks the tie
+        True
     """
 
     primal: torch.Tensor
-    tangent: torch.Tensor
+    tangents: torch.Tensor
 
     @staticmethod
-    def __new__(cls, primal: torch.Tensor, tangent: torch.Tensor):
-        for name, value in (("primal", primal), ("tangent", tangent)):
-            if not isinstance(value, torch.Tensor) or isinstance(value, Dual):
-                raise TypeError(f"Dual: `{name}` must be a plain torch.Tensor, got {type(value).__name__}")
+    def __new__(cls, primal: torch.Tensor, tangent: torch.Tensor | None = None, *,
+                tangents: torch.Tensor | None = None):
+        if (tangent is None) == (tangents is None):
+            raise TypeError("Dual: give exactly one of `tangent` and `tangents`")
+        name, value = ("tangent", tangent) if tangents is None else ("tangents", tangents)
+        for arg, obj in (("primal", primal), (name, value)):
+            if not isinstance(obj, torch.Tensor) or isinstance(obj, Dual):
+                raise TypeError(f"Dual: `{arg}` must be a plain torch.Tensor, got {type(obj).__name__}")
         if not primal.is_floating_point():
             raise TypeError(f"Dual: `primal` must have a floating-point dtype, got {primal.dtype}")
-        if tangent.shape != primal.shape:
+        if tangents is None:
+            if tangent.shape != primal.shape:
+                raise ValueError(
+                    f"Dual: `tangent` must have the shape of `primal` {tuple(primal.shape)}, "
+                    f"got {tuple(tangent.shape)}"
+                )
+            tangents = tangent.unsqueeze(0)
+        elif tangents.dim() != primal.dim() + 1 or tangents.shape[1:] != primal.shape or not len(tangents):
             raise ValueError(
-                f"Dual: `tangent` must have the shape of `primal` {tuple(primal.shape)}, "
-                f"got {tuple(tangent.shape)}"
+                f"Dual: `tangents` must have shape (k, *primal.shape) = (k, "
+                f"{', '.join(map(str, primal.shape))}) with k >= 1, got {tuple(tangents.shape)}"
             )
-        return wrap(primal.detach(), tangent.detach().to(primal))
+        return wrap(primal.detach(), tangents.detach().to(primal))
 
-    def __init__(self, primal: torch.Tensor, tangent: torch.Tensor):
+    def __init__(self, primal: torch.Tensor, tangent=None, *, tangents=None):
         super().__init__()
+
+    @property
+    def tangent(self) -> torch.Tensor:
+        """The tangent of a one-direction dual (``k = 1``), of the primal's shape."""
+        if self.tangents.shape[0] != 1:
+            raise AttributeError(
+                f"Dual.tangent: this dual carries k = {self.tangents.shape[0]} tangents; read "
+                f"`.tangents` (shape (k, *shape))"
+            )
+        return self.tangents[0]
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -93,25 +125,27 @@ class Dual(torch.Tensor):
         return rule(func, args, kwargs or {})
 
 
-def wrap(primal: torch.Tensor, tangent: torch.Tensor) -> Dual:
-    """A :class:`Dual` from plain tensors of equal shape and dtype, without checks."""
+def wrap(primal: torch.Tensor, tangents: torch.Tensor) -> Dual:
+    """A :class:`Dual` from a plain primal and stacked tangents ``(k, *shape)`` of its dtype,
+    without checks (a tangent dim of size 1 is expanded to the primal's shape)."""
     obj = primal.as_subclass(Dual)
     obj.primal = primal
-    obj.tangent = tangent
+    obj.tangents = tangents.expand(tangents.shape[0], *primal.shape)
     return obj
 
 
 def split(a, like=None) -> tuple:
-    """``(primal, tangent)`` of a Dual; a constant (tensor or number) has tangent 0.
+    """``(primal, tangents)`` of a Dual, tangents stacked ``(k, *shape)``; a constant (tensor
+    or number) has the tangent 0, of shape ``(1, *shape)`` (it broadcasts against any ``k``).
 
     A number becomes a tensor with the dtype and device of ``like`` (a tensor or Dual).
     """
     if isinstance(a, Dual):
-        return a.primal, a.tangent
+        return a.primal, a.tangents
     if not isinstance(a, torch.Tensor):
         like = like.primal if isinstance(like, Dual) else like
         a = torch.as_tensor(a, dtype=like.dtype, device=like.device)
-    return a, torch.zeros_like(a)
+    return a, torch.zeros_like(a).unsqueeze(0)
 
 
 def primals(tree):

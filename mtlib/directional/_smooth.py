@@ -1,9 +1,11 @@
 """Rules for the ops of :class:`~mtlib.directional._dual.Dual` that have no kink.
 
-* smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangent is
-  pushed forward with ``torch.func.jvp``, the ordinary chain rule;
-* comparisons: the lexicographic order of ``(value, tangent)``, which is the order of
-  ``x + h d`` for small ``h > 0``, so a Python ``if`` takes the branch of the perturbed point;
+* smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangents
+  are pushed forward with ``torch.func.jvp``, the ordinary chain rule, all ``k`` at once
+  (``torch.func.vmap`` over the stacked tangents: one batched pass, not ``k`` passes);
+* comparisons: the lexicographic order of ``(value, t_1, ..., t_k)``, which is the order of
+  the perturbed points for small ``e > 0``, so a Python ``if`` takes the branch of the
+  perturbed point;
 * metadata (``shape``, ``dim()``, ``dtype`` ...) and constants (``zeros_like``, ``detach``):
   evaluated on the primal, without tangent;
 * conversions that would drop the tangent (``item``, ``tolist``, ...) raise.
@@ -17,10 +19,15 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
+from mtlib.directional._order import lexcmp, lexsign
 
 
 def smooth_rule(func, args, kwargs):
-    """Push the tangents forward with ``torch.func.jvp`` (the chain rule of smooth maps)."""
+    """Push the tangents forward with ``torch.func.jvp`` (the chain rule of smooth maps).
+
+    With ``k > 1`` stacked tangents the JVP runs under ``torch.func.vmap`` over them: one
+    batched call, whose primal computation is not repeated per tangent.
+    """
     leaves, spec = tree_flatten((args, kwargs))
     slots = [i for i, a in enumerate(leaves) if isinstance(a, Dual)]
     base = [a.primal if isinstance(a, Dual) else a for a in leaves]
@@ -32,9 +39,15 @@ def smooth_rule(func, args, kwargs):
         a, k = tree_unflatten(filled, spec)
         return func(*a, **k)
 
-    out, tan = torch.func.jvp(
-        call, tuple(leaves[i].primal for i in slots), tuple(leaves[i].tangent for i in slots)
-    )
+    xs = tuple(leaves[i].primal for i in slots)
+    ts = [leaves[i].tangents for i in slots]
+    k = max(t.shape[0] for t in ts)
+    if k == 1:
+        out, tan = torch.func.jvp(call, xs, tuple(t[0] for t in ts))
+        tan = tree_map(lambda o: o.unsqueeze(0) if isinstance(o, torch.Tensor) else o, tan)
+    else:
+        ts = tuple(t.expand(k, *t.shape[1:]) for t in ts)
+        out, tan = torch.func.vmap(lambda *t: torch.func.jvp(call, xs, t), out_dims=(None, 0))(*ts)
     return tree_map(lambda o, t: _wrap_output(func, o, t), out, tan)
 
 
@@ -56,31 +69,28 @@ def primal_rule(func, args, kwargs):
 
 
 def lex_compare(op: str):
-    """Comparison rule in the order of ``x + h d``, ``h -> 0+`` (lexicographic on (value, tangent))."""
+    """Comparison rule in the order of the perturbed points: lexicographic on
+    ``(value, t_1, ..., t_k)`` (for ``k = 1``, the order of ``x + h d``, ``h -> 0+``)."""
+    test = {"gt": lambda c: c > 0, "ge": lambda c: c >= 0, "lt": lambda c: c < 0,
+            "le": lambda c: c <= 0, "eq": lambda c: c == 0, "ne": lambda c: c != 0}[op]
 
     def rule(func, args, kwargs):
         a, b = (args + tuple(kwargs.values()))[:2]
-        va, ta = split(a, like=b)
-        vb, tb = split(b, like=a)
-        if op in ("eq", "ne"):
-            equal = (va == vb) & (ta == tb)
-            return equal if op == "eq" else ~equal
-        if op in ("lt", "le"):
-            va, ta, vb, tb = vb, tb, va, ta
-        tangent_wins = ta > tb if op in ("gt", "lt") else ta >= tb
-        return (va > vb) | ((va == vb) & tangent_wins)
+        return test(lexcmp(*split(a, like=b), *split(b, like=a)))
 
     return rule
 
 
 def _bool_rule(func, args, kwargs):
     (x,) = args
-    return bool(lex_compare("ne")(func, (x, 0.0), {}))
+    return bool(lexsign(*split(x)) != 0)
 
 
 def _repr_rule(func, args, kwargs):
     x = args[0]
-    return f"Dual(primal={x.primal!r}, tangent={x.tangent!r})"
+    if x.tangents.shape[0] == 1:
+        return f"Dual(primal={x.primal!r}, tangent={x.tangents[0]!r})"
+    return f"Dual(primal={x.primal!r}, tangents={x.tangents!r})"
 
 
 def _format_rule(func, args, kwargs):

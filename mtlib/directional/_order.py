@@ -1,0 +1,125 @@
+"""The lexicographic order of perturbed points, the one rule behind every kink of ``Dual``.
+
+A :class:`~mtlib.directional._dual.Dual` with value ``v`` and tangents ``t_1, ..., t_k``
+(stored stacked, shape ``(k, *v.shape)``) stands for the perturbed point
+
+.. math::
+
+    v + \\varepsilon t_1 + \\varepsilon^2 t_2 + \\dots + \\varepsilon^k t_k,
+    \\qquad \\varepsilon \\to 0^+,
+
+and two such points compare, for all small ``eps > 0``, like the vectors
+``(v, t_1, ..., t_k)`` in lexicographic order (Nesterov 2005, Sec 2; Khan & Barton 2015,
+Def 2.1). For ``k = 1`` this is the order of ``x + h d`` of the one-sided derivative. The
+helpers below evaluate that order elementwise and pick lexicographic maxima along a dimension;
+the comparison rules (:mod:`._smooth`) and the kink rules (:mod:`._kinks`) use nothing else.
+
+Values are compared with ``<``/``>`` (exact, ``-inf`` allowed); tangents by the sign of their
+difference (IEEE subtraction is exact in sign). A NaN value compares as a tie here; the rules
+give a NaN result a NaN tangent.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def align(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Stacked tangents ``(k, *s)`` reshaped to ``(k, 1, ..., 1, *s)`` with ``ndim`` value dims,
+    so they broadcast like values of ``ndim`` dimensions."""
+    pad = ndim - (t.dim() - 1)
+    return t.reshape(t.shape[0], *([1] * pad), *t.shape[1:]) if pad > 0 else t
+
+
+def first_sign(s: torch.Tensor) -> torch.Tensor:
+    """First nonzero entry of ``s`` along dim 0 (``s`` in ``{-1, 0, 1}``), 0 if all are 0."""
+    if s.shape[0] == 1:
+        return s[0]
+    first = (s != 0).to(torch.uint8).argmax(dim=0, keepdim=True)
+    return s.gather(0, first).squeeze(0)
+
+
+def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``fsign(v, t_1, ..., t_k)``: the sign of the first nonzero of ``(v, t_1, ..., t_k)``,
+    the sign of the perturbed point (Khan & Barton 2015, eq (9) for ``abs``)."""
+    return torch.where(v != 0, torch.sign(v), first_sign(torch.sign(t)))
+
+
+def lexcmp(va, ta, vb, tb) -> torch.Tensor:
+    """``+1, 0, -1`` as the perturbed point ``a`` is lexicographically above, equal to or
+    below ``b`` (broadcasting; tangents stacked along dim 0)."""
+    nd = max(va.dim(), vb.dim())
+    on_tangents = first_sign(torch.sign(align(ta, nd) - align(tb, nd)))
+    return torch.where(va > vb, 1.0, torch.where(va < vb, -1.0, on_tangents))
+
+
+def lexmax(va, ta, vb, tb) -> torch.Tensor:
+    """Tangents of ``max(a, b)`` at the perturbed point: those of the lexicographic max."""
+    nd = max(va.dim(), vb.dim())
+    return torch.where(lexcmp(va, ta, vb, tb) >= 0, align(ta, nd), align(tb, nd))
+
+
+def lexmin(va, ta, vb, tb) -> torch.Tensor:
+    """Tangents of ``min(a, b)`` at the perturbed point: those of the lexicographic min."""
+    nd = max(va.dim(), vb.dim())
+    return torch.where(lexcmp(va, ta, vb, tb) <= 0, align(ta, nd), align(tb, nd))
+
+
+def winners(v: torch.Tensor, t: torch.Tensor, dim: int, mask: torch.Tensor | None = None):
+    """Mask of the lexicographic maxima of ``(v, t)`` along ``dim`` (``dim >= 0`` of ``v``).
+
+    Start from the tie set ``T = {i : v_i = max v}`` (or ``mask``, a candidate set), keep the
+    entries with the largest ``t_1`` on it, then the largest ``t_2`` among those, and so on
+    (the lexicographic maximum of Nesterov 2005, Sec 2). The loop stops as soon as every
+    slice has at most one candidate left: away from ties it runs no step at all.
+    """
+    if mask is None:
+        mask = v == v.amax(dim=dim, keepdim=True)
+    for j in range(t.shape[0]):
+        if bool((mask.sum(dim=dim) <= 1).all()):
+            break
+        tj = t[j].masked_fill(~mask, NEG_INF)
+        mask = mask & (tj == tj.amax(dim=dim, keepdim=True))
+    return mask
+
+
+def first_index(mask: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:
+    """Index of the first ``True`` along ``dim`` (0 where there is none)."""
+    return mask.to(torch.uint8).argmax(dim=dim, keepdim=keepdim)
+
+
+def take(t: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Stacked tangents ``t`` (``(k, *s)``) at ``index`` (keepdim form) along value dim ``dim``,
+    with ``dim`` kept as size 1."""
+    index = index.unsqueeze(0).expand(t.shape[0], *index.shape)
+    return t.gather(dim + 1, index)
+
+
+def lex_max_along(v: torch.Tensor, t: torch.Tensor, dim: int, keepdim: bool,
+                  mask: torch.Tensor | None = None):
+    """``(tangents, index)`` of the lexicographic max of ``(v, t)`` along ``dim``: the tangent
+    rows of the winning entry and its first index (``keepdim`` as in ``torch.max``)."""
+    index = first_index(winners(v, t, dim, mask), dim)
+    tangent = take(t, index, dim)
+    if not keepdim:
+        tangent, index = tangent.squeeze(dim + 1), index.squeeze(dim)
+    return tangent, index
+
+
+def flatten_dims(v: torch.Tensor, t: torch.Tensor, dims) -> tuple:
+    """Move the value dims ``dims`` (int, tuple, or ``()``/``None`` for all) of ``v`` and of
+    the stacked ``t`` to the end, flattened into one: a reduction over them becomes one over
+    the last dim. Returns ``(v, t, kept_shape_with_ones)``, the last for ``keepdim``."""
+    n = v.dim()
+    if dims is None or dims == () or dims == []:
+        dims = tuple(range(n))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    dims = tuple(sorted(d % n for d in dims)) if n else ()
+    rest = [d for d in range(n) if d not in dims]
+    keep = [1 if d in dims else v.shape[d] for d in range(n)]
+    v = v.permute(*rest, *dims).reshape(*[v.shape[d] for d in rest], -1)
+    t = t.permute(0, *[d + 1 for d in rest], *[d + 1 for d in dims])
+    t = t.reshape(t.shape[0], *v.shape)
+    return v, t, keep

@@ -1,0 +1,166 @@
+"""Rules for the max pools on duals: a lexicographic max per window (chapters directional,
+lexicographic).
+
+Every max pool is a max over windows of its input, so its tangents are those of the
+lexicographically largest entry of each window (:func:`mtlib.directional._order.lex_max_along`;
+for ``k = 1`` the one-sided rule ``max_{i in T_w} d_i`` over the window's tie set ``T_w``,
+Sec 4.3, eq 19). One window rule serves torch's ``max_pool1d/2d/3d`` and
+``adaptive_max_pool1d/2d/3d`` and mtlib's tie-aware pools (the ``mtlib::max_pool_ties``
+operator behind :mod:`mtlib.maxpool`), whose values are torch's: the tie rule of a pool
+changes its gradient, never its one-sided or lexicographic derivative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import mtlib.maxpool  # noqa: F401  (defines the torch.ops.mtlib pool operators registered below)
+from mtlib.directional._dual import funcs_named, op_name, primals, register_rule, split
+from mtlib.directional._kinks import finish
+from mtlib.directional._order import NEG_INF, lex_max_along
+
+
+def _ntuple(value, nd: int) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * nd
+
+
+def _window_max(wv, valid, wt, out) -> torch.Tensor:
+    """Tangents of the lexicographic max of windows ``wv`` (last dim), ``wt`` stacked."""
+    tie = (wv == out.unsqueeze(-1)) & valid
+    tangent, _ = lex_max_along(wv, wt, wv.dim() - 1, keepdim=False, mask=tie)
+    return torch.where(tie.any(dim=-1), tangent, 0.0)  # a window of padding only: constant -inf
+
+
+def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> torch.Tensor:
+    """Tangents of the lexicographic max of each maxpool window (windows as in torch).
+
+    ``t`` holds the stacked tangents ``(k, *v.shape)``; ``out`` is torch's pooled value.
+    Windows are cut with ``unfold`` after padding by ``-inf`` (padding and the extra right
+    cells that ``ceil_mode`` adds never enter a tie set; a window that dilation places on
+    padding only is the constant ``-inf``, with tangent 0).
+    """
+    k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
+    s = _ntuple(stride, nd) if stride not in (None, (), []) else k
+    sizes, out_sizes = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
+    pads = []
+    for i in reversed(range(nd)):
+        need = (out_sizes[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1
+        pads += [p[i], max(p[i], need - sizes[i] - p[i])]
+    t = t.expand(t.shape[0], *v.shape)
+    windows = [F.pad(v, pads, value=NEG_INF), F.pad(torch.ones_like(v), pads), F.pad(t, pads)]
+    bases = [w.dim() - nd for w in windows]
+    for i in range(nd):
+        span = d[i] * (k[i] - 1) + 1
+        windows = [w.unfold(b + i, span, s[i]).narrow(b + i, 0, out_sizes[i])
+                   for w, b in zip(windows, bases)]
+    dilate = (Ellipsis,) + tuple(slice(None, None, di) for di in d)
+    wv, valid, wt = (w[dilate].flatten(-nd) for w in windows)
+    return _window_max(wv, valid > 0, wt, out)
+
+
+def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
+    """Tangents of the lexicographic max of each adaptive-pool window: along an axis of length
+    ``L`` with ``n`` outputs, window ``o`` is ``[floor(o L / n), ceil((o + 1) L / n))`` (torch's
+    windows). Windows are gathered to the longest one's length, the extra cells masked."""
+    t = t.expand(t.shape[0], *v.shape)
+    valid = torch.ones_like(v, dtype=torch.bool)
+    parts = [v, valid, t]
+    for i in range(nd):
+        size, n = v.shape[v.dim() - nd + i], out.shape[out.dim() - nd + i]
+        starts = [(o * size) // n for o in range(n)]
+        ends = [math.ceil((o + 1) * size / n) for o in range(n)]
+        width = max(e - b for b, e in zip(starts, ends))
+        offsets = torch.arange(width, device=v.device)
+        index = torch.tensor(starts, device=v.device).unsqueeze(1) + offsets
+        inside = index < torch.tensor(ends, device=v.device).unsqueeze(1)
+        index = index.clamp(max=size - 1)
+        # axis i sits at w.dim() - nd + i: the i axes before it have each become two dims
+        parts = [w.index_select(w.dim() - nd + i, index.reshape(-1))
+                 .unflatten(w.dim() - nd + i, (n, width)) for w in parts]
+        shape = [1] * parts[1].dim()
+        axis = parts[1].dim() - 1 - nd + i
+        shape[axis], shape[axis + 1] = n, width
+        parts[1] = parts[1] & inside.reshape(shape)
+    # each axis became (n_i, width_i): move the widths to the end and flatten them
+    results = []
+    for w in parts:
+        lead = w.dim() - 2 * nd
+        order = list(range(lead)) + [lead + 2 * i for i in range(nd)] + [lead + 2 * i + 1 for i in range(nd)]
+        results.append(w.permute(order).flatten(-nd))
+    wv, valid, wt = results
+    return _window_max(wv, valid, wt, out)
+
+
+def _indices_rule(func, args, kwargs):
+    raise NotImplementedError(
+        f"mtlib.directional: `{op_name(func)}` with return_indices=True is not supported (the "
+        f"index of a tie depends on the direction); call it with return_indices=False"
+    )
+
+
+def _pool_rule(nd: int):
+    def rule(func, args, kwargs):
+        def bind(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 return_indices=False):
+            return input, kernel_size, stride, padding, dilation, return_indices
+
+        x, kernel_size, stride, padding, dilation, return_indices = bind(*args, **kwargs)
+        if return_indices:
+            _indices_rule(func, args, kwargs)
+        out = func(*primals(args), **primals(kwargs))
+        v, t = split(x)
+        return finish(out, pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd))
+
+    return rule
+
+
+def _adaptive_rule(nd: int):
+    def rule(func, args, kwargs):
+        def bind(input, output_size, return_indices=False):
+            return input, return_indices
+
+        x, return_indices = bind(*args, **kwargs)
+        if return_indices:
+            _indices_rule(func, args, kwargs)
+        out = func(*primals(args), **primals(kwargs))
+        v, t = split(x)
+        return finish(out, adaptive_tangent(v, t, out, nd))
+
+    return rule
+
+
+def _mtlib_pool_rule(func, args, kwargs):
+    """``mtlib::max_pool_ties(x, kernel, stride, padding, dilation, ceil_mode, output_size,
+    ties) -> (out, aux)``: the window rule over the last ``len(kernel)`` (or, adaptive,
+    ``len(output_size)``) dims; ``aux`` (tie counts or taps) is passed on unchanged."""
+    names = [a.name for a in _schema(func).arguments]
+    bound = dict(zip(names, args), **kwargs)
+    out, aux = func(*primals(args), **primals(kwargs))
+    v, t = split(bound["x"])
+    if bound.get("output_size"):
+        tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
+    else:
+        tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
+                               bound["dilation"], len(bound["kernel"]))
+    return finish(out, tangent), aux
+
+
+def _schema(func):
+    return func._schema if hasattr(func, "_schema") else func.default._schema
+
+
+register_rule(funcs_named("max_pool1d"), _pool_rule(1))
+register_rule(funcs_named("max_pool2d"), _pool_rule(2))
+register_rule(funcs_named("max_pool3d"), _pool_rule(3))
+for _n in (1, 2, 3):
+    if hasattr(F, f"adaptive_max_pool{_n}d"):
+        register_rule([getattr(F, f"adaptive_max_pool{_n}d")], _adaptive_rule(_n))
+register_rule(funcs_named(*(f"max_pool{n}d_with_indices" for n in (1, 2, 3)),
+                          *(f"adaptive_max_pool{n}d_with_indices" for n in (1, 2, 3))), _indices_rule)
+for _name in ("max_pool_ties", "max_pool2d_ties"):
+    if hasattr(torch.ops.mtlib, _name):
+        _packet = getattr(torch.ops.mtlib, _name)
+        register_rule([_packet, _packet.default], _mtlib_pool_rule)
