@@ -1,4 +1,6 @@
-"""kinkcheck: a gradcheck at kinks (one-sided sections + tangent condition, Sec 4.1-4.2)."""
+"""kinkcheck: Clarke membership by piece gradients and an LP; rejections only with a proof."""
+
+import importlib
 
 import pytest
 import torch
@@ -6,117 +8,192 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtlib import check_tangent, max_first, max_last, max_uniform, max_weights, relu_z
-from mtlib.examples import boustany_f
-from mtlib.kinkcheck import KinkReport, kinkcheck, one_sided
+from mtlib.examples import boustany_f, maxpool_f
+from mtlib.kinkcheck import (
+    ASSOCIATED,
+    CLARKE,
+    NOT_DERIVATIVE,
+    UNDETERMINED,
+    VERDICTS,
+    KinkReport,
+    kinkcheck,
+    one_sided,
+)
 
 F64 = torch.float64
+kinkcheck_module = importlib.import_module("mtlib.kinkcheck")
 
 
-def _with_gradient(w: torch.Tensor):
-    """``max`` over the last dim, but with the gradient ``w`` everywhere (any candidate)."""
-    return lambda y: torch.amax(y).detach() + (w * (y - y.detach())).sum()
+def _with_gradient(w):
+    """``max`` of a vector, whose backward returns ``w`` (any candidate rule) at every point."""
+    w = torch.as_tensor(w, dtype=F64)
+
+    class _Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y):
+            return y.amax()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * w
+
+    return _Rule.apply
 
 
-class _TieDoubler(torch.autograd.Function):
-    """max of two numbers, correct off the tie, gradient (1, 1) on it: not associated."""
+def _zeros(*shape):
+    return torch.zeros(*shape, dtype=F64)
 
-    @staticmethod
-    def forward(ctx, y):
-        ctx.save_for_backward(y)
-        return y.amax()
 
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * (y == y.amax()).to(y.dtype)
+def _vec(*values):
+    return torch.tensor(values, dtype=F64)
+
+
+def test_verdict_vocabulary():
+    assert VERDICTS == ("Clarke-valid", "associated-valid on a stratum", "not the derivative", "undetermined")
 
 
 def test_one_sided_exact_for_piecewise_affine():
     zero = torch.tensor(0.0, dtype=F64)
     assert one_sided(torch.relu, zero, torch.tensor(1.0)) == (0.0, 1.0)
     assert one_sided(torch.abs, zero, torch.tensor(1.0)) == (-1.0, 1.0)
-    assert one_sided(torch.amax, torch.zeros(2, dtype=F64), torch.tensor([1.0, 1.0])) == (1.0, 1.0)
+    assert one_sided(torch.amax, _zeros(2), torch.tensor([1.0, 1.0])) == (1.0, 1.0)
+
+
+def test_relu_and_abs_at_zero_are_clarke_valid_with_complete_pieces():
+    relu = kinkcheck(torch.relu, _zeros(1))
+    assert relu and relu.verdict == CLARKE and relu.complete and relu.exact
+    assert relu.pieces["gradient"].tolist() == ["0", "1"] and relu.pieces["weight"].tolist() == [1.0, 0.0]
+    assert relu.sections[["g", "left", "right"]].values.tolist() == [[0.0, 0.0, 1.0]]
+    absolute = kinkcheck(torch.abs, _zeros(1))
+    assert absolute.verdict == CLARKE and absolute.pieces["weight"].tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("z", [0.0, 0.25, 0.5, 1.0])
+def test_relu_z_in_clarke_interval(z):
+    assert kinkcheck(lambda t: relu_z(t, z), _zeros(1)).verdict == CLARKE
+
+
+@pytest.mark.parametrize("z", [2.0, -0.5])
+def test_relu_z_outside_interval_is_associated_on_the_point(z):
+    report = kinkcheck(lambda t: relu_z(t, z), _zeros(1))
+    assert report.verdict == ASSOCIATED and not report and not report.rejected
+    assert report.reason == (f"g = {z:g} is associated-valid on the stratum {{x}} (a point); "
+                             "not in Clarke's generalized gradient [0, 1]")
+    assert kinkcheck(lambda t: relu_z(t, z), _zeros(1), convex=False)
+
+
+def test_counterexample_1_pytorch_zero_is_clarke_valid():
+    """relu(x1) - relu(-x2) at 0: PyTorch's (0, 0) is the gradient of the piece {x1 < 0 < x2}."""
+    report = kinkcheck(lambda y: torch.relu(y[0]) - torch.relu(-y[1]), _zeros(2))
+    assert report.gradient.tolist() == [0.0, 0.0]
+    assert report.verdict == CLARKE and report and not report.complete
+    assert sorted(report.pieces["gradient"]) == ["(0, 0)", "(0, 1)", "(1, 0)", "(1, 1)"]  # [0, 1]^2
+    assert report.pieces.set_index("gradient").loc["(0, 0)", "weight"] == 1.0
+    inner = kinkcheck(lambda y: torch.relu(y[0]) - torch.relu(-y[1]), _zeros(2), gradient=_vec(0.5, 0.25))
+    assert inner.verdict == CLARKE
+
+
+@pytest.mark.parametrize("convex", [True, False])
+def test_counterexample_2_adjacent_piece_is_clarke_valid(convex):
+    """relu(x1) - relu(x1 - x2) at 0: (1, 0) is the gradient of the piece {0 < x1 < x2}."""
+    f = lambda y: torch.relu(y[0]) - torch.relu(y[0] - y[1])  # noqa: E731
+    report = kinkcheck(f, _zeros(2), gradient=_vec(1.0, 0.0), convex=convex)
+    assert report and report.verdict == CLARKE
+    assert sorted(report.pieces["gradient"]) == ["(-1, 1)", "(0, 0)", "(0, 1)", "(1, 0)"]
+    assert kinkcheck(f, _zeros(2)).verdict == CLARKE  # PyTorch's own (0, 0)
+
+
+@pytest.mark.parametrize(("f", "g"), [(boustany_f, -1.5), (maxpool_f, -3.0)])
+def test_tables_2_and_3_are_not_the_derivative(f, g):
+    report = kinkcheck(f, _zeros(()))
+    assert report.gradient.item() == g and report.rejected and report.complete
+    assert report.verdict == NOT_DERIVATIVE
+    assert report.reason == (f"g = {g:g} is not in Clarke's generalized gradient {{0}} "
+                             "(not the derivative of f)")
+    assert kinkcheck(f, torch.tensor(0.5, dtype=F64)).verdict == CLARKE
+
+
+def test_wrong_value_at_a_smooth_point_of_one_variable():
+    report = kinkcheck(torch.relu, _vec(1.0), gradient=_vec(0.5))
+    assert report.verdict == NOT_DERIVATIVE and "{1}" in report.reason
 
 
 @pytest.mark.parametrize("fn", [max_first, max_last, max_uniform])
 @pytest.mark.parametrize("x", [[0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 3.0, 0.0], [2.0, 2.0, -1.0, 2.0]])
-def test_passes_on_max_rules_at_ties(fn, x):
+def test_max_rules_at_ties_are_clarke_valid(fn, x):
     report = kinkcheck(fn, torch.tensor(x, dtype=F64))
-    assert report and report.ok and report.section_ok and report.tangent_ok
-    assert isinstance(report, KinkReport)
+    assert isinstance(report, KinkReport) and report.verdict == CLARKE
 
 
-def test_relu_and_abs_at_zero():
-    zero = torch.zeros((), dtype=F64)
-    relu = kinkcheck(torch.relu, zero)
-    assert relu and relu.sections[["g", "left", "right"]].values.tolist() == [[0.0, 0.0, 1.0]]
-    assert relu.tangents.empty  # the piece {0} has no tangent direction (Sec 4.1)
-    absolute = kinkcheck(torch.abs, zero)
-    assert absolute and absolute.sections[["g", "left", "right"]].values.tolist() == [[0.0, -1.0, 1.0]]
+def test_partial_tie_of_max():
+    report = kinkcheck(torch.amax, _vec(0.0, 0.0, -1.0))
+    assert report.gradient.tolist() == [0.5, 0.5, 0.0] and report.verdict == CLARKE
+    assert sorted(report.pieces["gradient"]) == ["(0, 1, 0)", "(1, 0, 0)"]
 
 
-@pytest.mark.parametrize("z", [0.0, 0.25, 0.5, 1.0])
-def test_relu_z_in_clarke_interval_passes(z):
-    assert kinkcheck(lambda t: relu_z(t, z), torch.zeros(1, dtype=F64))
+def test_fake_max_weights_not_summing_to_one():
+    x, diagonal = _zeros(2), [torch.ones(2, dtype=F64)]
+    doubled = _with_gradient([1.0, 1.0])
+    unsure = kinkcheck(doubled, x)  # outside the two pieces found, but they are not proven complete
+    assert unsure.verdict == UNDETERMINED and not unsure.rejected and not unsure
+    assert "not proven complete" in unsure.reason
+    report = kinkcheck(doubled, x, stratum=diagonal)
+    assert report.verdict == NOT_DERIVATIVE and report.rejected
+    assert report.reason == ("g . d = 2 but f'(x; d) = 1 along d = (1, 1): not the derivative of f along "
+                             "the stratum x + span{(1, 1)}")
+    assert "FAIL" not in str(report) and "not the derivative" in str(report)
+    half = kinkcheck(_with_gradient([0.5, 0.5, 0.5, 0.5]), _zeros(4), stratum=[torch.ones(4, dtype=F64)])
+    assert half.verdict == NOT_DERIVATIVE
 
 
-@pytest.mark.parametrize("z", [2.0, -0.5])
-def test_relu_z_outside_interval_fails_but_is_associated(z):
-    report = kinkcheck(lambda t: relu_z(t, z), torch.zeros(1, dtype=F64))
-    assert not report and report.tangent_ok and not report.section_ok
-    assert report.reason == f"g[0] = {z:g} is outside the one-sided derivatives [0, 1]"
-    assert kinkcheck(lambda t: relu_z(t, z), torch.zeros(1, dtype=F64), convex=False)
+def test_normal_component_is_associated_but_not_shown_clarke():
+    f = _with_gradient([1.5, -0.5])  # Remark 1: the normal part is free
+    report = kinkcheck(f, _zeros(2), stratum=[torch.ones(2, dtype=F64)])
+    assert report.verdict == ASSOCIATED and not report and kinkcheck(f, _zeros(2), stratum=[torch.ones(2)],
+                                                                      convex=False)
+    assert report.reason.endswith("; Clarke membership undetermined")
+    assert kinkcheck(f, _zeros(2)).verdict == UNDETERMINED
+    assert kinkcheck(_with_gradient([0.25, 0.75]), _zeros(2)).verdict == CLARKE
 
 
-def test_max_with_gradient_one_one_at_tie_fails():
-    x = torch.zeros(2, dtype=F64)
-    report = kinkcheck(_TieDoubler.apply, x)
-    assert not report and not report.tangent_ok and report.section_ok
-    assert report.reason == "g . d = 2 but f'(x; d) = 1 along d = (1, 1)"
-    assert "FAIL" in str(report)
-    assert kinkcheck(_TieDoubler.apply, torch.tensor([1.0, 0.0], dtype=F64))  # fine off the tie
+def test_a_smooth_point_in_two_variables_is_undetermined_not_rejected():
+    report = kinkcheck(lambda y: y[0] + 2 * y[1], _vec(1.0, 1.0), gradient=_vec(1.0, 1.0))
+    assert report.verdict == UNDETERMINED and "f looks differentiable at x" in report.reason
+    assert kinkcheck(lambda y: y[0] + 2 * y[1], _vec(1.0, 1.0)).verdict == CLARKE
 
 
-def test_normal_component_is_associated_but_not_convex():
-    x = torch.zeros(2, dtype=F64)
-    f = _with_gradient(torch.tensor([1.5, -0.5], dtype=F64))  # Remark 1: normal part is free
-    assert kinkcheck(f, x, convex=False)
-    strict = kinkcheck(f, x)
-    assert not strict and strict.tangent_ok and not strict.section_ok
-
-
-def test_boustany_derivative_at_zero_fails():
-    report = kinkcheck(boustany_f, torch.zeros((), dtype=F64))
-    assert report.gradient.item() == -1.5
-    assert not report.tangent_ok and not report.section_ok
-    assert kinkcheck(boustany_f, torch.tensor(0.5, dtype=F64))
+def test_median_triple_tie_falls_back_to_differences():
+    report = kinkcheck(torch.median, _zeros(3))
+    assert report.verdict == CLARKE and not report.exact
+    assert sorted(report.pieces["gradient"]) == ["(0, 0, 1)", "(0, 1, 0)", "(1, 0, 0)"]
 
 
 def test_forward_mode():
-    zero = torch.zeros(1, dtype=F64)
-    prelu = kinkcheck(lambda t: torch.nn.functional.prelu(t, torch.tensor([0.25], dtype=F64)), zero,
+    prelu = kinkcheck(lambda t: torch.nn.functional.prelu(t, torch.tensor([0.25], dtype=F64)), _zeros(1),
                       mode="forward")
-    assert prelu and prelu.gradient.tolist() == [1.0]  # forward AD takes the right piece
-    report = kinkcheck(torch.amax, torch.zeros(2, 2, dtype=F64), mode="forward")
-    assert report and report.gradient.tolist() == [[0.25, 0.25], [0.25, 0.25]]
+    assert prelu.verdict == CLARKE and prelu.gradient.tolist() == [1.0]  # forward AD: the right piece
+    report = kinkcheck(torch.amax, _zeros(2, 2), mode="forward")
+    assert report.verdict == CLARKE and report.gradient.tolist() == [[0.25, 0.25], [0.25, 0.25]]
 
 
-def test_median_triple_tie_needs_explicit_tangent():
-    x = torch.zeros(3, dtype=F64)
-    assert not kinkcheck(torch.median, x)  # flat along every axis, yet not differentiable
-    assert kinkcheck(torch.median, x, tangents=[torch.ones(3, dtype=F64)], convex=False)
+def test_without_lexicographic_gradient_the_perturbed_points_give_the_same_pieces(monkeypatch):
+    monkeypatch.setattr(kinkcheck_module, "_lexicographic_gradient", None)
+    f = lambda y: torch.relu(y[0]) - torch.relu(y[0] - y[1])  # noqa: E731
+    report = kinkcheck(f, _zeros(2), gradient=_vec(1.0, 0.0))
+    assert report.verdict == CLARKE and report.exact
+    assert sorted(report.pieces["gradient"]) == ["(-1, 1)", "(0, 0)", "(0, 1)", "(1, 0)"]
 
 
-def test_explicit_tangent_must_be_differentiable_and_shaped():
-    x = torch.zeros(2, dtype=F64)
-    with pytest.raises(ValueError, match=r"not differentiable along `tangents\[0\]`"):
-        kinkcheck(torch.amax, x, tangents=[torch.tensor([1.0, 0.0])])
-    with pytest.raises(ValueError, match=r"`tangents\[0\]` must have the shape of `x` \(2,\), got \(3,\)"):
-        kinkcheck(torch.amax, x, tangents=[torch.ones(3)])
+def test_stratum_must_be_differentiable_and_shaped():
+    x = _zeros(2)
+    with pytest.raises(ValueError, match=r"not differentiable along `stratum\[0\]`"):
+        kinkcheck(torch.amax, x, stratum=[_vec(1.0, 0.0)])
+    with pytest.raises(ValueError, match=r"`stratum\[0\]` must have the shape of `x` \(2,\), got \(3,\)"):
+        kinkcheck(torch.amax, x, stratum=[torch.ones(3)])
 
 
 def test_bad_input():
-    x = torch.zeros(2, dtype=F64)
+    x = _zeros(2)
     with pytest.raises(TypeError, match="`f` must be callable"):
         kinkcheck("max", x)
     with pytest.raises(TypeError, match="`x` must have a floating-point dtype"):
@@ -127,21 +204,25 @@ def test_bad_input():
         kinkcheck(torch.amax, x, atol=-1.0)
     with pytest.raises(ValueError, match="`mode` must be 'reverse' or 'forward', got 'sideways'"):
         kinkcheck(torch.amax, x, mode="sideways")
+    with pytest.raises(ValueError, match=r"`gradient` must have the shape of `x` \(2,\), got \(3,\)"):
+        kinkcheck(torch.amax, x, gradient=_zeros(3))
+    with pytest.raises(ValueError, match="samples"):
+        kinkcheck(torch.amax, x, samples=-1)
     with pytest.raises(ValueError, match="one-element tensor"):
         kinkcheck(lambda y: y, x)
 
 
-_POINTS = st.lists(st.integers(-2, 2), min_size=1, max_size=5)
+_POINTS = st.lists(st.integers(-2, 2), min_size=2, max_size=4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(_POINTS, st.sampled_from(["first", "last", "uniform", "mix", "normal", "off", "scaled"]),
-       st.integers(0, 4))
-def test_agrees_with_check_tangent(values, kind, k):
-    """kinkcheck's tangent test is check_tangent's (convex=False) on max; sections give convex."""
+       st.integers(0, 3))
+def test_agrees_with_check_tangent_on_max(values, kind, k):
+    """On max: Clarke-valid iff check_tangent(convex=True); with the tie stratum, the stratum
+    test is check_tangent(convex=False), and nothing else is ever rejected."""
     x = torch.tensor(values, dtype=F64)
-    mask = x == x.max()
-    ties = mask.nonzero().flatten()
+    ties = (x == x.max()).nonzero().flatten()
     if kind in ("first", "last", "uniform"):
         w = max_weights(x, kind)
     elif kind in ("mix", "normal"):
@@ -155,5 +236,36 @@ def test_agrees_with_check_tangent(values, kind, k):
     else:
         w = 2.0 * max_weights(x, "uniform")
     f = _with_gradient(w)
-    assert kinkcheck(f, x, convex=False).ok == bool(check_tangent(x, w))
-    assert kinkcheck(f, x).ok == bool(check_tangent(x, w, convex=True))
+    plain = kinkcheck(f, x, samples=8)
+    assert (plain.verdict == CLARKE) == bool(check_tangent(x, w, convex=True))
+    assert not plain.rejected
+    tie = (x == x.max()).to(F64)
+    stratum = [tie] + [torch.eye(len(values), dtype=F64)[j] for j in range(len(values)) if not tie[j]]
+    full = kinkcheck(f, x, stratum=stratum, samples=8)
+    assert (full.verdict in (CLARKE, ASSOCIATED)) == bool(check_tangent(x, w))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.lists(st.integers(-2, 2), min_size=3, max_size=3), min_size=1, max_size=4),
+       st.lists(st.sampled_from([-1.0, 1.0]), min_size=4, max_size=4),
+       st.lists(st.floats(-1, 1), min_size=3, max_size=3))
+def test_never_rejects_the_gradient_of_an_adjacent_piece(rows, signs, u):
+    """Soundness: for f = sum_k c_k relu(a_k . y) at the kink 0, the gradient at 0 + s u (the
+    gradient of a piece active around 0, in Clarke's set) is never rejected."""
+    A = torch.tensor(rows, dtype=F64)
+    c = torch.tensor(signs[: len(rows)], dtype=F64)
+    f = lambda y: (c * torch.relu(A @ y)).sum()  # noqa: E731
+    y = (2.0**-20 * torch.tensor(u, dtype=F64)).requires_grad_(True)
+    (g,) = torch.autograd.grad(f(y), y)
+    report = kinkcheck(f, _zeros(3), gradient=g, samples=16)
+    assert report.verdict in (CLARKE, UNDETERMINED) and not report.rejected
+
+
+def test_a_thin_piece_needs_more_directions():
+    """{y : A y < 0} is a thin cone: 128 directions miss its gradient 0, 512 find it."""
+    A = torch.tensor([[0, 1, 1], [1, 0, -1], [-1, -1, 1]], dtype=F64)
+    f = lambda y: -torch.relu(A @ y).sum()  # noqa: E731
+    few = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=128)
+    assert few.verdict == UNDETERMINED and len(few.pieces) == 6
+    many = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=512)
+    assert many.verdict == CLARKE and len(many.pieces) == 8
