@@ -97,8 +97,10 @@ $(MATHJAX):
 	rm _build/mathjax-3.2.2.tgz
 	touch $@
 
+# make sweep NAME=training [DASK=tcp://host:8786]: on an existing Dask cluster when DASK is set, else
+# a local pool; resumes in _build/sweeps/NAME; the book's table goes into the package (mtlib/sweep/results).
 sweep: $(STAMP)
-	$(BIN)/python -m mtlib.sweep $(NAME) --csv book/data/sweep_$(NAME).csv
+	$(BIN)/python -m mtlib.sweep $(NAME) --csv mtlib/sweep/results/$(NAME).csv $(if $(DASK),--scheduler $(DASK))
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/maxpool.py

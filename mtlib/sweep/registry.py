@@ -1,9 +1,17 @@
 """The book's named parameter sweeps and the command line that runs them.
 
-``python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]`` (or ``make sweep NAME=...``)
-runs :data:`SWEEPS` ``[NAME]`` with :func:`mtlib.sweep.run_sweep`: the executed notebooks and
-``results.csv`` go to ``DIR`` (default ``_build/sweeps/NAME``), and ``--csv`` writes a copy of
-the table elsewhere (the book keeps one in ``book/data/sweep_NAME.csv``).
+``python -m mtlib.sweep NAME`` (or ``make sweep NAME=... [DASK=tcp://host:8786]``) runs
+:data:`SWEEPS` ``[NAME]``: with :func:`mtlib.sweep.run_sweep` (executed notebooks, their records
+and ``results.csv`` in ``--out``, default ``_build/sweeps/NAME``; a rerun resumes) or, with
+``--function``, its function form with :func:`mtlib.sweep.map_grid`. Where the points run:
+
+* ``--scheduler ADDRESS``: an existing Dask cluster (``dask scheduler`` + ``dask worker``, or
+  dask-jobqueue's ``SLURMCluster``), through ``Client(ADDRESS).get_executor()``;
+* ``--local-cluster N``: a Dask ``LocalCluster`` of N single-threaded worker processes;
+* otherwise a local pool of ``--jobs`` spawned processes.
+
+``--csv FILE`` writes a copy of the table elsewhere; ``make sweep`` writes the book's copy into
+the package, ``mtlib/sweep/results/NAME.csv`` (read by :func:`mtlib.sweep.load_results`).
 
 Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training).
 """
@@ -11,24 +19,29 @@ Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtlib.sweep import RESULTS_CSV, run_sweep
+from mtlib.sweep import RESULTS_CSV, map_grid, run_sweep
+from mtlib.sweep._store import write_csv_atomic
+from mtlib.sweep.points import training_point
 
 _REPO = Path(__file__).resolve().parents[2]  # the checkout: mtlib/sweep/registry.py
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """A named sweep: a notebook of the book (path from the repository root) and its grid."""
+    """A named sweep: a notebook of the book (path from the repository root), its grid, and
+    optionally its function form (a picklable ``fn(**point) -> dict`` giving the same records)."""
 
     notebook: str
     grid: object
     description: str
+    function: Callable[..., dict] | None = None
 
 
 _BOUSTANY_X = [
@@ -60,38 +73,77 @@ SWEEPS = {
         "book/training.ipynb",
         [{"batch_size": size, "lr": 0.05 * size / 32, "seeds": [0]} for size in _TRAINING_BATCH_SIZES],
         "Boustany's gradient-disagreement protocol (Sec 5) over batch sizes, four precisions",
+        training_point,
     ),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m mtlib.sweep NAME [--jobs N] [--out DIR] [--csv FILE]``.
+    """Command line: ``python -m mtlib.sweep NAME [--jobs N | --local-cluster N | --scheduler ADDRESS]
+    [--function] [--retries R] [--out DIR] [--csv FILE]``.
 
     Prints a one-line summary and the error of each failed point.
 
     Returns:
-        The exit status: 0 when every point ran, 1 when some failed.
+        The exit status: 0 when every point ran (or was cached), 1 when some failed.
     """
-    parser = argparse.ArgumentParser(prog="python -m mtlib.sweep", description="Run a named papermill sweep.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mtlib.sweep", description="Run a named sweep of the book.",
+        epilog="Without --scheduler or --local-cluster: a local pool of --jobs processes.")
     parser.add_argument("name", choices=sorted(SWEEPS), help="which sweep to run")
-    parser.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)),
-                        help="worker processes")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                       help="worker processes of the local pool")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    where.add_argument("--local-cluster", metavar="N", type=int, default=None,
+                       help="run on a Dask LocalCluster of N single-threaded worker processes")
+    parser.add_argument("--function", action="store_true",
+                        help="run the sweep's function form (no notebooks; map_grid)")
+    parser.add_argument("--retries", type=int, default=1, help="restarts of a kernel that fails to start")
     parser.add_argument("--out", default=None, help="output folder (default _build/sweeps/NAME)")
     parser.add_argument("--csv", default=None, help="also write the results table to this file")
     args = parser.parse_args(argv)
     sweep = SWEEPS[args.name]
+    if args.function and sweep.function is None:
+        parser.error(f"sweep {args.name!r} has no function form")
     out = Path(args.out or Path("_build") / "sweeps" / args.name)
     notebook = _REPO / sweep.notebook
     if not notebook.is_file():  # mtlib installed outside a checkout: run from the repository root
         notebook = Path(sweep.notebook)
     start = time.perf_counter()
-    table = run_sweep(notebook, sweep.grid, out, jobs=args.jobs)
+    with _executor(args.scheduler, args.local_cluster) as executor:
+        if args.function:
+            table = map_grid(sweep.function, sweep.grid, executor=executor, jobs=args.jobs)
+            write_csv_atomic(table, out / RESULTS_CSV)
+        else:
+            table = run_sweep(notebook, sweep.grid, out, jobs=args.jobs, executor=executor,
+                              retries=args.retries)
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        write_csv_atomic(table, args.csv)
     failed = table[table["status"] == "failed"]
-    print(f"{args.name}: {len(table)} runs, {len(failed)} failed, {time.perf_counter() - start:.1f} s; "
-          f"results in {out / RESULTS_CSV}")
+    cached = int((table["status"] == "cached").sum())
+    print(f"{args.name}: {len(table)} runs, {cached} cached, {len(failed)} failed, "
+          f"{time.perf_counter() - start:.1f} s; results in {out / RESULTS_CSV}")
     for _, row in failed.iterrows():
         print(f"  run {row['run']} failed: {row['error']}")
     return 1 if len(failed) else 0
+
+
+@contextlib.contextmanager
+def _executor(scheduler: str | None, local_cluster: int | None):
+    """A Dask executor for ``--scheduler``/``--local-cluster``, else ``None`` (the local pool)."""
+    if scheduler is None and local_cluster is None:
+        yield None
+        return
+    # optional dependency (the [sweep] extra): only a Dask run needs it
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler is None:
+            cluster = stack.enter_context(LocalCluster(n_workers=local_cluster, threads_per_worker=1,
+                                                       processes=True, dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(Client(scheduler))
+        yield client.get_executor()

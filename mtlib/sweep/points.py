@@ -1,0 +1,100 @@
+"""Sweep points as plain functions: what a chapter records, computed without a notebook kernel.
+
+:func:`training_point` is the function form of the ``training`` sweep: the values that
+``book/training.ipynb`` passes to :func:`mtlib.sweep.record`, computed from the same public
+functions of :mod:`mtlib.training` in the same order and state, so that
+``map_grid(training_point, grid)`` and ``run_sweep("book/training.ipynb", grid, ...)`` give the
+same records (tested on a small point). Module-level, hence picklable by reference: a Dask worker
+or a spawned process imports it by name.
+
+Chapter: sweeps, training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from functools import partial
+
+import pandas as pd
+import torch
+
+from mtlib.training import calibrate_threshold, digits_cnn, digits_data, gradient_disagreement, machine_info
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def training_point(*, n_samples: int = 1797, image_size: int = 8, width: int = 8, batch_size: int = 32,
+                   batches: int = 40, calibration_seeds: Sequence[int] = (1, 2),
+                   seeds: Sequence[int] = (0, 1, 2), dtypes: Sequence[str] = DTYPES, epochs: int = 6,
+                   lr: float = 0.05, device: str | None = None) -> dict:
+    """Boustany's fixed-weight protocol at one point: the training chapter's recorded summary.
+
+    The parameters are those of the chapter's ``parameters`` cell. For each format of
+    ``dtypes``, over ``batches`` minibatches of ``batch_size`` images with the initial weights
+    of ``seeds[0]`` and tie rules ``"first"`` and ``"uniform"``: the mean fractions of windows
+    that tie (``tied``), at a positive value (``active``), by rounding only (``rounding``); the
+    fraction of minibatches holding a rounding tie (``with_rounding_tie``); the fraction whose
+    summed max-norm difference exceeds the fixed threshold (``differs``) and its median
+    (``median_delta``); the same for the summed L1 difference against the threshold calibrated
+    on ``calibration_seeds`` (``differs_l1``, ``median_l1``, ``threshold_l1``); and the median
+    difference over the minibatches with a rounding tie (``delta_tied``). Keys are
+    ``<measure>_<dtype>``, values rounded to 4 significant digits as the chapter records them,
+    followed by ``batch_size``, ``width``, ``image_size``, ``batches``, ``windows`` and
+    :func:`mtlib.training.machine_info`.
+
+    ``epochs`` and ``lr`` set the chapter's training part, which records nothing: they are
+    accepted so that one grid serves both forms, and ignored.
+
+    Runs in float64 by default with one CPU thread, as the chapter does; restores the default
+    dtype and the thread count of the calling process afterwards.
+    """
+    del epochs, lr  # the training part of the chapter records nothing
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = list(dtypes)
+    with _chapter_state(device):
+        data = digits_data(n_samples, image_size=image_size, seed=seeds[0])
+
+        def protocol_run(seed, dtype):
+            factory = partial(digits_cnn, width, image_size=image_size, seed=seed)
+            return gradient_disagreement(factory, data, dtype, batches=batches, batch_size=batch_size,
+                                         seed=seed, device=device)
+
+        protocol = pd.concat([protocol_run(seeds[0], dtype) for dtype in dtypes])
+        calibration = pd.concat([protocol_run(seed, dtype) for seed in calibration_seeds for dtype in dtypes])
+        bits = {name: torch.finfo(getattr(torch, name)).bits for name in dtypes}
+        l1_thresholds = {
+            name: calibrate_threshold(calibration[calibration.dtype == name].l1_difference, bits[name])
+            for name in dtypes
+        }
+        protocol["differs_l1"] = protocol.l1_difference > protocol.dtype.map(l1_thresholds)
+        summary = protocol.groupby("dtype", sort=False).agg(
+            tied=("tied", "mean"), active=("active", "mean"), rounding=("rounding", "mean"),
+            with_rounding_tie=("rounding", lambda r: (r > 0).mean()), differs=("differs", "mean"),
+            median_delta=("difference", "median"), differs_l1=("differs_l1", "mean"),
+            median_l1=("l1_difference", "median"))
+        summary["threshold_l1"] = pd.Series(l1_thresholds)
+        windows = int(protocol.windows.iloc[0])
+        tied_delta = protocol[protocol.rounding > 0].groupby("dtype").difference.median().reindex(dtypes)
+        per_format = summary.assign(delta_tied=tied_delta)
+        machine = machine_info()
+    return dict(batch_size=batch_size, width=width, image_size=image_size, batches=batches, windows=windows,
+                **{f"{column}_{name}": float(f"{value:.4g}")
+                   for name, row in per_format.iterrows() for column, value in row.items()},
+                **machine)
+
+
+@contextlib.contextmanager
+def _chapter_state(device: str):
+    """The chapter's global torch state (float64 default, seed 0, one CPU thread), then the caller's."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if device == "cpu":
+                torch.set_num_threads(1)
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
