@@ -362,16 +362,16 @@ def test_modules_match_the_functions():
 
 
 def test_torch_library_opcheck():
-    x = ties_input((2, 3, 5, 6), seed=10).requires_grad_()
+    x = ties_input((2, 3, 1, 5, 6), seed=10).requires_grad_()
     for ties in RULES:
-        args = ([2, 2], [1, 2], [1, 0], [1, 1], True, ties, "torch")
-        torch.library.opcheck(torch.ops.mtlib.max_pool2d_ties.default, (x, *args))
-        out, aux = torch.ops.mtlib.max_pool2d_ties(x.detach(), *args)
+        args = ([1, 2, 2], [1, 1, 2], [0, 1, 0], [1, 1, 1], True, [], ties)
+        torch.library.opcheck(torch.ops.mtlib.max_pool_ties.default, (x, *args))
+        out, aux = torch.ops.mtlib.max_pool_ties(x.detach(), *args)
         g = torch.randn_like(out).requires_grad_()
         v = torch.randn_like(x).requires_grad_()
-        torch.library.opcheck(torch.ops.mtlib.max_pool2d_ties_backward.default,
+        torch.library.opcheck(torch.ops.mtlib.max_pool_ties_backward.default,
                               (g, x.detach(), out, aux, *args))
-        torch.library.opcheck(torch.ops.mtlib.max_pool2d_ties_tangent.default,
+        torch.library.opcheck(torch.ops.mtlib.max_pool_ties_tangent.default,
                               (v, x.detach(), out, aux, *args))
 
 

@@ -19,18 +19,26 @@ import traceback
 import pytest
 
 GROUPS = ("forward", "backward", "first_is_pytorch", "nan", "many_ties_16_bit",
-          "empty_batch", "deterministic", "autograd")
-# (input shape, kernel, stride, padding, dilation, ceil_mode); 3-d shapes are 1-d pools
+          "empty_batch", "deterministic", "autograd", "opcheck")
+# (pool, input shape, arguments): every geometry class (1-d, 2-d, 3-d; stride, padding,
+# dilation, ceil mode, a window entirely in the padding; adaptive with overlapping windows,
+# more outputs than inputs, global pooling)
 CASES = [
-    ((2, 3, 7, 8), 2, 2, 0, 1, False),
-    ((2, 2, 9, 9), 3, 2, 1, 1, False),
-    ((1, 2, 6, 7), 3, 1, 0, 1, False),
-    ((2, 2, 7, 6), (3, 2), (2, 1), (1, 1), (1, 2), True),
-    ((1, 2, 5, 9), (2, 3), (3, 2), (1, 0), (2, 1), True),
-    ((2, 3, 4, 4), 2, 2, 0, 1, False),
-    ((2, 3, 11), 3, 2, 1, 1, False),
-    ((1, 2, 10), 2, 3, 1, 1, True),
-    ((1, 1, 1), 2, 1, 1, 2, False),  # a window entirely in the padding
+    ("max_pool2d", (2, 3, 7, 8), (2, 2, 0, 1, False)),
+    ("max_pool2d", (2, 2, 9, 9), (3, 2, 1, 1, False)),
+    ("max_pool2d", (1, 2, 6, 7), (3, 1, 0, 1, False)),
+    ("max_pool2d", (2, 2, 7, 6), ((3, 2), (2, 1), (1, 1), (1, 2), True)),
+    ("max_pool2d", (1, 2, 5, 9), ((2, 3), (3, 2), (1, 0), (2, 1), True)),
+    ("max_pool1d", (2, 3, 11), (3, 2, 1, 1, False)),
+    ("max_pool1d", (1, 2, 10), (2, 3, 1, 1, True)),
+    ("max_pool1d", (1, 1, 1), (2, 1, 1, 2, False)),  # a window entirely in the padding
+    ("max_pool3d", (1, 2, 4, 5, 6), (3, 2, 1, 1, False)),
+    ("max_pool3d", (2, 1, 5, 4, 5), ((2, 1, 3), (1, 2, 2), (1, 0, 1), (2, 1, 1), True)),
+    ("adaptive_max_pool1d", (2, 2, 7), (3,)),
+    ("adaptive_max_pool1d", (1, 2, 3), (5,)),
+    ("adaptive_max_pool2d", (2, 2, 5, 7), ((3, 4),)),
+    ("adaptive_max_pool2d", (1, 3, 4, 4), (1,)),
+    ("adaptive_max_pool3d", (1, 2, 4, 5, 3), ((3, 2, 2),)),
 ]
 
 
@@ -84,10 +92,12 @@ def test_kernels_compile_for_an_h100_without_a_gpu(kernel, dtype, rule):
                 else ["g_ptr", "x_ptr", "m_ptr", "gx_ptr"])
     signature = {name: f"*{dtype}" for name in pointers}
     signature["aux_ptr"] = "*i32"
-    signature.update({name: "i32" for name in
-                      ("total", "H", "W", "OH", "OW", "SH", "SW", "PH", "PW", "DH", "DW")})
-    constants = {"KH": 3, "KW": 2, "RULE": rule, "BLOCK": 256,
+    signature.update({name: "i32" for name in ("total", "D", "H", "W", "OD", "OH", "OW", "SD",
+                                                "SH", "SW", "PD", "PH", "PW", "DD", "DH", "DW")})
+    constants = {"KD": 2, "KH": 3, "KW": 2, "ADAPTIVE": rule == 1, "RULE": rule, "BLOCK": 256,
                  "ACC": tl.float64 if dtype == "fp64" else tl.float32}
+    if kernel == "_backward_kernel":
+        constants.update({"RD": 2, "RH": 3, "RW": 2})
     signature.update({name: "constexpr" for name in constants})
     source = compiler.ASTSource(fn=getattr(_triton, kernel), signature=signature,
                                 constexprs=constants)
@@ -95,6 +105,22 @@ def test_kernels_compile_for_an_h100_without_a_gpu(kernel, dtype, rule):
     assert compiled.asm["cubin"]
     if kernel == "_backward_kernel" and rule == 2:
         assert "div.rn.f" in compiled.asm["ptx"]  # IEEE division, as PyTorch's g / count
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreter enabled")
+def test_triton_ops_expose_their_kernels_to_torch_compile():
+    """The Triton ops are ``triton_op``s launching through ``wrap_triton``: PyTorch finds both
+    kernels inside them (the list Inductor reads to compile them with the graph). Compiling them
+    needs a GPU: under the interpreter ``wrap_triton`` returns the plain interpreted kernel, which
+    cannot run on fake tensors; the compiled path is tested on the PyTorch backend in
+    test_maxpool_nd.py, and the ops' schema and autograd by opcheck in the child process."""
+    from torch._library.triton import get_triton_kernels_for_op
+
+    from mtlib.maxpool import _triton
+
+    assert get_triton_kernels_for_op("mtlib::max_pool_ties_triton") == [_triton._forward_kernel]
+    assert get_triton_kernels_for_op("mtlib::max_pool_ties_triton_backward") == [
+        _triton._backward_kernel]
 
 
 # --- the child process --------------------------------------------------------------------------
@@ -108,15 +134,23 @@ def _inputs(shape, dtype, seed):
     return x
 
 
-def _pool(x, geometry, **kw):
-    from mtlib.maxpool import max_pool1d, max_pool2d
+def _pool(x, case, **kw):
+    import mtlib.maxpool as mp
 
-    return (max_pool1d if x.dim() == 3 else max_pool2d)(x, *geometry, **kw)
+    name, args = case
+    return getattr(mp, name)(x, *args, **kw)
 
 
-def _grad(x, g, geometry, **kw):
+def _native(x, case, **kw):
+    import torch.nn.functional as F
+
+    name, args = case
+    return getattr(F, name)(x, *args, **kw)
+
+
+def _grad(x, g, case, **kw):
     xg = x.clone().requires_grad_()
-    y = _pool(xg, geometry, **kw)
+    y = _pool(xg, case, **kw)
     y.backward(g)
     return y.detach(), xg.grad
 
@@ -124,9 +158,27 @@ def _grad(x, g, geometry, **kw):
 def _cases():
     import torch
 
-    for i, (shape, *geometry) in enumerate(CASES):
-        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            yield _inputs(shape, dtype, i), geometry
+    every = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    for i, (name, shape, args) in enumerate(CASES):  # all dtypes on a few, to stay fast
+        for dtype in every if i in (1, 8, 12) else (torch.bfloat16, torch.float64):
+            yield _inputs(shape, dtype, i), (name, args)
+
+
+def _counts(x, case, backend):
+    import mtlib.maxpool as mp
+
+    name, args = case
+    if name.startswith("adaptive"):
+        n = x.dim() - 2
+        size = args[0] if isinstance(args[0], tuple) else (args[0],) * n
+        return mp.adaptive_tie_counts(x, size, backend=backend)
+    if name == "max_pool3d":
+        return mp.window_tie_counts3d(x, *args, backend=backend)
+    if name == "max_pool1d":  # a 1-d pool is a 2-d pool of height 1
+        k, s, p, d, ceil_mode = args
+        return mp.window_tie_counts(x.unsqueeze(2), (1, k), (1, s), (0, p), (1, d), ceil_mode,
+                                    backend=backend)
+    return mp.window_tie_counts(x, *args, backend=backend)
 
 
 def _same(a, b):
@@ -137,26 +189,19 @@ def _same(a, b):
 
 def check_forward():
     import torch
-    import torch.nn.functional as F
 
-    from mtlib.maxpool import window_tie_counts
-
-    for x, geometry in _cases():
-        native = (F.max_pool1d if x.dim() == 3 else F.max_pool2d)(x, *geometry)
+    for x, case in _cases():
+        native = _native(x, case)
         for ties in ("first", "last", "uniform"):
-            out = _pool(x, geometry, ties=ties, backend="triton")
-            _same(out, _pool(x, geometry, ties=ties, backend="torch"))
+            out = _pool(x, case, ties=ties, backend="triton")
+            _same(out, _pool(x, case, ties=ties, backend="torch"))
             _same(out, native)
             if ties != "uniform":
-                idx = _pool(x, geometry, ties=ties, backend="triton", return_indices=True)[1]
-                ref = _pool(x, geometry, ties=ties, backend="torch", return_indices=True)[1]
-                assert torch.equal(idx, ref), (geometry, ties)
-        x4, geometry4 = x, geometry
-        if x.dim() == 3:  # a 1-d pool is a 2-d pool of height 1
-            k, s, p, d, ceil_mode = geometry
-            x4, geometry4 = x.unsqueeze(2), ((1, k), (1, s), (0, p), (1, d), ceil_mode)
-        counts = [window_tie_counts(x4, *geometry4, backend=b) for b in ("triton", "torch")]
-        assert torch.equal(*counts), geometry
+                idx = _pool(x, case, ties=ties, backend="triton", return_indices=True)[1]
+                ref = _pool(x, case, ties=ties, backend="torch", return_indices=True)[1]
+                assert torch.equal(idx, ref), (case, ties)
+        counts = [_counts(x, case, b) for b in ("triton", "torch")]
+        assert torch.equal(*counts), case
 
 
 def check_backward():
@@ -176,13 +221,12 @@ def check_backward():
 
 def check_first_is_pytorch():
     import torch
-    import torch.nn.functional as F
 
     for x, geometry in _cases():
         if x.element_size() < 4 or x.numel() == 1:  # 16-bit sums; PyTorch's all-padding window
             continue
         xt = x.clone().requires_grad_()
-        y = (F.max_pool1d if x.dim() == 3 else F.max_pool2d)(xt, *geometry)
+        y = _native(xt, geometry)
         g = torch.randn(y.shape, dtype=x.dtype)
         y.backward(g)
         _same(_grad(x, g, geometry, ties="first", backend="triton")[1], xt.grad)
@@ -194,7 +238,8 @@ def check_nan():
     x = torch.tensor([[[1.0, float("nan"), float("nan"), 0.0]]])
     for ties, expected in (("first", [0.0, 0.0, 1.0, 0.0]), ("last", [0.0, 1.0, 0.0, 0.0]),
                            ("uniform", [0.0, 0.5, 0.5, 0.0])):
-        y, gx = _grad(x, torch.ones(1, 1, 1), (4,), ties=ties, backend="triton")
+        y, gx = _grad(x, torch.ones(1, 1, 1), ("max_pool1d", (4,)), ties=ties,
+                      backend="triton")
         assert y.isnan().all() and gx[0, 0].tolist() == expected, (ties, gx)
 
 
@@ -213,8 +258,8 @@ def check_many_ties_16_bit():
         for dtype, n in ((torch.float16, 300), (torch.bfloat16, 257)):
             x = torch.full((1, 1, n), 0.5, dtype=dtype)
             assert window_tie_counts(x.unsqueeze(2), (1, n), backend="triton").item() == n
-            _, gx = _grad(x, torch.ones(1, 1, 1, dtype=dtype), (n,), ties="uniform",
-                          backend="triton")
+            _, gx = _grad(x, torch.ones(1, 1, 1, dtype=dtype), ("max_pool1d", (n,)),
+                          ties="uniform", backend="triton")
             assert torch.all(gx == (1.0 / torch.tensor(n, dtype=torch.float32)).to(dtype)), dtype
     finally:  # the later groups run with the launch block size of the library
         _triton._BLOCK = block
@@ -223,8 +268,8 @@ def check_many_ties_16_bit():
 def check_empty_batch():
     import torch
 
-    y, gx = _grad(torch.zeros(0, 2, 4, 4), torch.zeros(0, 2, 2, 2), (2,), ties="uniform",
-                  backend="triton")
+    y, gx = _grad(torch.zeros(0, 2, 4, 4), torch.zeros(0, 2, 2, 2), ("max_pool2d", (2,)),
+                  ties="uniform", backend="triton")
     assert y.shape == (0, 2, 2, 2) and gx.shape == (0, 2, 4, 4)
 
 
@@ -233,7 +278,8 @@ def check_deterministic():
 
     x = _inputs((2, 4, 12, 12), torch.float32, 7)
     g = torch.randn(2, 4, 10, 10)
-    grads = [_grad(x, g, (3, 1), ties="uniform", backend="triton")[1] for _ in range(2)]
+    grads = [_grad(x, g, ("max_pool2d", (3, 1)), ties="uniform", backend="triton")[1]
+             for _ in range(2)]
     assert torch.equal(grads[0].view(torch.int32), grads[1].view(torch.int32))
 
 
@@ -243,10 +289,31 @@ def check_autograd():
     x = _inputs((2, 5, 6), torch.float64, 8)
 
     def loss(x, backend):
-        return (_pool(x, (3, 2, 1), ties="uniform", backend=backend) ** 2).nansum()
+        return (_pool(x, ("max_pool2d", (3, 2, 1)), ties="uniform", backend=backend) ** 2).nansum()
 
     _same(torch.func.grad(lambda x: loss(x, "triton"))(x),
           torch.func.grad(lambda x: loss(x, "torch"))(x))
+
+
+def check_opcheck():
+    """The triton_ops through opcheck (schema, fake kernel, autograd registration, AOT)."""
+    import torch
+
+    import mtlib.maxpool  # noqa: F401  (registers the ops)
+
+    x = _inputs((1, 2, 3, 4, 5), torch.float32, 9).nan_to_num().requires_grad_()
+    for params in (([2, 2, 2], [1, 2, 1], [1, 1, 0], [1, 1, 2], True, []),
+                   ([1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1], False, [2, 3, 2])):
+        for ties in ("last", "uniform"):
+            args = (*params, ties)
+            # no test_faketensor here: under the interpreter wrap_triton would run the
+            # interpreted kernel on fake (meta) storage; on CUDA the fake path launches nothing
+            torch.library.opcheck(torch.ops.mtlib.max_pool_ties_triton.default, (x, *args),
+                                  test_utils=("test_schema", "test_autograd_registration"))
+            out, aux = torch.ops.mtlib.max_pool_ties_triton(x.detach(), *args)
+            torch.library.opcheck(torch.ops.mtlib.max_pool_ties_triton_backward.default,
+                                  (torch.randn_like(out), x.detach(), out, aux, *args),
+                                  test_utils=("test_schema",))
 
 
 def _child_report() -> dict:

@@ -24,38 +24,62 @@ Chapter: maxpool, training (the pools of its CNN), census (through mtlib.policy)
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
-from mtlib.maxpool._args import PoolArgs, check_input, choose_backend, pool_args
+from mtlib.maxpool._args import (
+    PoolArgs,
+    adaptive_args,
+    check_input,
+    choose_backend,
+    output_sizes,
+    pool_args,
+    triton_missing,
+)
 from mtlib.maxpool._geometry import flat_indices, pool_axes
 from mtlib.maxpool._op import pool_ties
 
+if (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1") and not triton_missing():
+    # registers the Triton ops before any torch.compile trace needs them (see _op.ops)
+    from mtlib.maxpool import _triton  # noqa: F401
 
-def _pool(fn: str, n: int, x, args: PoolArgs, return_indices: bool, counts_only=False):
+_NATIVE = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_NATIVE_ADAPTIVE = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
+
+
+def _pool(fn: str, n: int, x, args: PoolArgs, return_indices: bool, counts_only=False,
+          adaptive=False):
+    """Every pool of this package: ``n`` spatial axes, strided or adaptive windows."""
     check_input(fn, x, n)
-    kernel, stride, padding, dilation = args.as_2d()
     batch = x.shape[0] if x.dim() == n + 2 else 1
-    x4 = x.reshape(batch, x.shape[-n - 1], *([1] * (2 - n)), *x.shape[-n:])
-    ah, aw = pool_axes(tuple(x4.shape[2:]), kernel, stride, padding, dilation, args.ceil_mode)
-    if ah.out <= 0 or aw.out <= 0:
+    x5 = x.reshape(batch, x.shape[-n - 1], *([1] * (3 - n)), *x.shape[-n:])
+    if adaptive:
+        output_size = [1] * (3 - n) + output_sizes(args, x.shape[-n:])
+        geometry = ([1] * 3, [1] * 3, [0] * 3, [1] * 3, False, output_size)
+    else:
+        geometry = (*args.as_3d(), args.ceil_mode, [])
+    axes = pool_axes(tuple(x5.shape[2:]), *geometry)
+    if not adaptive and any(ax.out <= 0 for ax in axes):
         raise ValueError(
             f"{fn}: `input` of spatial size {tuple(x.shape[-n:])} is too small for "
             f"kernel_size={args.kernel}, stride={args.stride}, padding={args.padding}, "
-            f"dilation={args.dilation}: the output size would be {(ah.out, aw.out)[2 - n:]}")
+            f"dilation={args.dilation}: the output size would be "
+            f"{tuple(ax.out for ax in axes[3 - n:])}")
     native = (args.ties == "first" and args.backend == "auto" and not counts_only
-              and not (ah.has_empty_window() or aw.has_empty_window()))
+              and not any(ax.has_empty_window() for ax in axes))
+    if native and adaptive:
+        return _NATIVE_ADAPTIVE[n](x, geometry[-1][3 - n:], return_indices)
     if native:
-        pool = F.max_pool1d if n == 1 else F.max_pool2d
-        return pool(x, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode,
-                    return_indices)
-    out, aux = pool_ties(x4, kernel, stride, padding, dilation, args.ceil_mode, args.ties,
-                         choose_backend(fn, args.backend, x))
-    shape = (*x.shape[:-n], *(ah.out, aw.out)[2 - n:])
+        return _NATIVE[n](x, args.kernel, args.stride, args.padding, args.dilation,
+                          args.ceil_mode, return_indices)
+    out, aux = pool_ties(x5, *geometry, args.ties, choose_backend(fn, args.backend, x))
+    shape = (*x.shape[:-n], *(ax.out for ax in axes[3 - n:]))
     if counts_only:
         return aux.reshape(shape)
     if return_indices:
-        return out.reshape(shape), flat_indices(aux, ah, aw).reshape(shape)
+        return out.reshape(shape), flat_indices(aux, axes).reshape(shape)
     return out.reshape(shape)
 
 
@@ -135,10 +159,98 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _pool("max_pool1d", 1, input, args, return_indices)
 
 
-max_pool2d.__doc__ = max_pool2d.__doc__.replace(
-    "{args}", _ARGS_DOC.format(dims="H, W", torch_fn="max_pool2d"))
-max_pool1d.__doc__ = max_pool1d.__doc__.replace(
-    "{args}", _ARGS_DOC.format(dims="L", torch_fn="max_pool1d"))
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, ties="first", backend="auto"):
+    """3-d max pooling (volumes, videos) with a tie rule for the gradient (Sec 4.3, eq 20).
+
+    The 3-d case of :func:`max_pool2d`: windows scanned in row-major (depth, height, width)
+    order, ``"first"`` PyTorch's gradient, ``"last"`` its mirror, ``"uniform"`` eq 20 per
+    window; the backward gathers per input position (deterministic, unlike PyTorch's CUDA
+    ``max_pool3d`` backward, which adds with atomics).
+    {args}
+    Examples:
+        >>> x = torch.zeros(1, 2, 2, 2, requires_grad=True)
+        >>> max_pool3d(x, 2, ties="uniform").backward()
+        >>> x.grad.flatten().tolist()
+        [0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]
+    """
+    args = pool_args("max_pool3d", 3, kernel_size, stride, padding, dilation, ceil_mode,
+                      return_indices, ties, backend)
+    return _pool("max_pool3d", 3, input, args, return_indices)
+
+
+for _fn, _dims in ((max_pool1d, "L"), (max_pool2d, "H, W"), (max_pool3d, "D, H, W")):
+    _fn.__doc__ = _fn.__doc__.replace(
+        "{args}", _ARGS_DOC.format(dims=_dims, torch_fn=_fn.__name__))
+
+
+def _adaptive(n: int, input, output_size, return_indices, ties, backend, counts_only=False):
+    fn = f"adaptive_max_pool{n}d"
+    args = adaptive_args(fn, n, output_size, return_indices, ties, backend)
+    return _pool(fn, n, input, args, return_indices, counts_only, adaptive=True)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False, *, ties="first",
+                        backend="auto"):
+    """1-d adaptive max pooling with a tie rule for the gradient: see :func:`adaptive_max_pool2d`.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 1.0, 0.0, 1.0, 1.0]], requires_grad=True)
+        >>> adaptive_max_pool1d(x, 2, ties="uniform").sum().backward()   # windows [0,3), [2,5)
+        >>> x.grad.tolist()
+        [[0.5, 0.5, 0.0, 0.5, 0.5]]
+    """
+    return _adaptive(1, input, output_size, return_indices, ties, backend)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False, *, ties="first",
+                        backend="auto"):
+    """Adaptive max pooling with a tie rule for the gradient (Sec 4.3, eq 20).
+
+    Output ``o`` of ``out`` along an axis of length ``L`` is the max over PyTorch's window
+    ``[floor(o L / out), ceil((o + 1) L / out))`` (neighbouring windows overlap when ``out``
+    does not divide ``L``). Values equal ``torch.nn.functional.adaptive_max_pool{1,2,3}d``,
+    ``"first"`` gives PyTorch's gradient, ``"last"`` its mirror, ``"uniform"`` eq 20 per window
+    (overlaps add up); the backward gathers per input position, so it is deterministic (PyTorch's
+    CUDA backward adds with atomics).
+
+    Args:
+        input: ``(N, C, *spatial)`` or ``(C, *spatial)``, float16/bfloat16/float32/float64.
+        output_size: an int or one int (or ``None``: the input size) per spatial axis.
+        return_indices, ties, backend: as in :func:`max_pool2d`.
+
+    Returns:
+        The pooled tensor, and with ``return_indices`` the ``int64`` flat indices.
+
+    Raises:
+        TypeError: ``input`` is not a floating tensor, ``output_size`` not ints.
+        ValueError: wrong rank, ``output_size`` <= 0, unknown ``ties``/``backend``,
+            ``return_indices`` with ``ties="uniform"``.
+
+    Examples:
+        >>> x = torch.zeros(1, 3, 3, requires_grad=True)
+        >>> adaptive_max_pool2d(x, 2, ties="uniform").sum().backward()
+        >>> x.grad.tolist()
+        [[[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]]]
+
+    References:
+        Despres (2024), Sec 4.3 (eqs 17-20); book chapter ``maxpool``.
+    """
+    return _adaptive(2, input, output_size, return_indices, ties, backend)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False, *, ties="first",
+                        backend="auto"):
+    """3-d adaptive max pooling with a tie rule for the gradient: see
+    :func:`adaptive_max_pool2d`.
+
+    Examples:
+        >>> x = torch.zeros(1, 2, 2, 2, requires_grad=True)
+        >>> adaptive_max_pool3d(x, 1, ties="uniform").backward()
+        >>> x.grad.sum().item()
+        1.0
+    """
+    return _adaptive(3, input, output_size, return_indices, ties, backend)
 
 
 def window_tie_counts(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -170,6 +282,33 @@ def window_tie_counts(input, kernel_size, stride=None, padding=0, dilation=1, ce
                       False, "uniform", backend)
     with torch.no_grad():
         return _pool("window_tie_counts", 2, input, args, False, counts_only=True)
+
+
+def window_tie_counts3d(input, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False, *, backend="auto") -> torch.Tensor:
+    """:func:`window_tie_counts` for the windows of :func:`max_pool3d` (``int32``, no gradient).
+
+    Examples:
+        >>> window_tie_counts3d(torch.zeros(1, 2, 2, 3), 2).tolist()
+        [[[[8]]]]
+    """
+    args = pool_args("window_tie_counts3d", 3, kernel_size, stride, padding, dilation,
+                      ceil_mode, False, "uniform", backend)
+    with torch.no_grad():
+        return _pool("window_tie_counts3d", 3, input, args, False, counts_only=True)
+
+
+def adaptive_tie_counts(input, output_size, *, backend="auto") -> torch.Tensor:
+    """``|T_w|`` for the windows of :func:`adaptive_max_pool1d`/``2d``/``3d`` (by the number
+    of entries of ``output_size``; an int means 2-d), ``int32``, no gradient.
+
+    Examples:
+        >>> adaptive_tie_counts(torch.tensor([[[1.0, 1.0, 0.0, 1.0, 1.0]]]), (2,)).tolist()
+        [[[2, 2]]]
+    """
+    n = len(output_size) if isinstance(output_size, (tuple, list)) else 2
+    with torch.no_grad():
+        return _adaptive(n, input, output_size, False, "uniform", backend, counts_only=True)
 
 
 class _MaxPoolNd(torch.nn.Module):
@@ -218,3 +357,53 @@ class MaxPool1d(_MaxPoolNd):
 
     _fn = staticmethod(max_pool1d)
     _dims = 1
+
+
+class MaxPool3d(_MaxPoolNd):
+    """``torch.nn.MaxPool3d`` with ``ties`` (and ``backend``): see :func:`max_pool3d`.
+
+    Examples:
+        >>> MaxPool3d((1, 2, 2), ties="uniform")(torch.ones(1, 3, 4, 4)).shape
+        torch.Size([1, 3, 2, 2])
+    """
+
+    _fn = staticmethod(max_pool3d)
+    _dims = 3
+
+
+class _AdaptiveMaxPoolNd(torch.nn.Module):
+    _dims = 2
+
+    def __init__(self, output_size, return_indices=False, *, ties="first", backend="auto"):
+        super().__init__()
+        adaptive_args(type(self).__name__, self._dims, output_size, return_indices, ties, backend)
+        self.output_size, self.return_indices = output_size, return_indices
+        self.ties, self.backend = ties, backend
+
+    def forward(self, input):
+        return _adaptive(self._dims, input, self.output_size, self.return_indices, self.ties,
+                         self.backend)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, ties={self.ties!r}"
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool1d`` with ``ties``: see :func:`adaptive_max_pool1d`."""
+
+    _dims = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool2d`` with ``ties``: see :func:`adaptive_max_pool2d`.
+
+    Examples:
+        >>> AdaptiveMaxPool2d((2, None), ties="uniform")(torch.ones(1, 5, 3)).shape
+        torch.Size([1, 2, 3])
+    """
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool3d`` with ``ties``: see :func:`adaptive_max_pool3d`."""
+
+    _dims = 3

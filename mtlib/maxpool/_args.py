@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import numbers
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +20,27 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BACKENDS = ("auto", "torch", "triton")
 
 
+def _triton_missing() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "the `triton` package"
+    if not all(hasattr(torch.library, name) for name in ("triton_op", "wrap_triton")):
+        return f"torch.library.triton_op and wrap_triton (PyTorch >= 2.6, found {torch.__version__})"
+    return None
+
+
+# Why the Triton backend cannot run here (None when it can): the `triton` package, or
+# torch.library.triton_op/wrap_triton (PyTorch >= 2.6). A constant, so that Dynamo reads it.
+TRITON_MISSING = _triton_missing()
+
+
+def triton_missing() -> str | None:
+    return TRITON_MISSING
+
+
 @functools.cache
-def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _warn_once(reason: str) -> None:
+    warnings.warn(f"mtlib.maxpool: CUDA input but no Triton backend ({reason} missing); using the "
+                  "PyTorch path", RuntimeWarning, stacklevel=4)
 
 
 def int_tuple(fn: str, name: str, value, n: int) -> tuple[int, ...]:
@@ -46,10 +65,11 @@ class PoolArgs:
     ties: str
     backend: str
 
-    def as_2d(self) -> list[list[int]]:
-        """Kernel, stride, padding, dilation as pairs (a 1-d pool is a 2-d one of height 1)."""
+    def as_3d(self) -> list[list[int]]:
+        """Kernel, stride, padding, dilation as triples (a 1-d or 2-d pool is a 3-d one with
+        size-1 axes in front)."""
         pad = (1, 1, 0, 1)
-        return [[p] * (2 - len(v)) + list(v)
+        return [[p] * (3 - len(v)) + list(v)
                 for v, p in zip((self.kernel, self.stride, self.padding, self.dilation), pad)]
 
 
@@ -70,13 +90,45 @@ def pool_args(fn, n, kernel_size, stride, padding, dilation, ceil_mode, return_i
             f"{fn}: `padding` must be at most half of `kernel_size`, got padding={padding} "
             f"for kernel_size={kernel}")
     check_ties(fn, ties)
+    _check_indices_backend(fn, return_indices, ties, backend)
+    return PoolArgs(kernel, stride, padding, dilation, bool(ceil_mode), ties, backend)
+
+
+def adaptive_args(fn, n, output_size, return_indices, ties, backend) -> PoolArgs:
+    """Validated arguments of an adaptive pool: ``kernel`` holds the output size, where
+    ``None`` (as in PyTorch) stands for the input size and is resolved by :func:`output_sizes`."""
+    items = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,)
+    if len(items) == 1:
+        items = items * n
+    if len(items) != n or any(v is not None and (isinstance(v, bool) or not isinstance(
+            v, numbers.Integral)) for v in items):
+        raise TypeError(f"{fn}: `output_size` must be an int or a tuple of {n} ints (or None), "
+                        f"got {output_size!r}")
+    for v in items:
+        if v is not None:
+            check_positive(fn, "output_size", v)
+    check_ties(fn, ties)
+    _check_indices_backend(fn, return_indices, ties, backend)
+    kernel = tuple(-1 if v is None else int(v) for v in items)
+    return PoolArgs(kernel, (), (), (), False, ties, backend)
+
+
+def output_sizes(args: PoolArgs, spatial) -> list[int]:
+    """The adaptive output size with ``None`` (stored as -1) replaced by the input size."""
+    return [L if o == -1 else o for o, L in zip(args.kernel, spatial)]
+
+
+def _check_indices_backend(fn, return_indices, ties, backend) -> None:
     if return_indices and ties == "uniform":
         raise ValueError(
             f"{fn}: `return_indices` needs one selected entry per window, so it is not "
             "available with ties='uniform'; use ties='first' or 'last'")
     if backend not in BACKENDS:
         raise ValueError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
-    return PoolArgs(kernel, stride, padding, dilation, bool(ceil_mode), ties, backend)
+
+
+_DIMS = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)",
+         3: "(C, D, H, W) or (N, C, D, H, W)"}
 
 
 def check_input(fn: str, x, n: int) -> None:
@@ -84,7 +136,7 @@ def check_input(fn: str, x, n: int) -> None:
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{fn}: `input` must have dtype float16, bfloat16, float32 or float64, "
                         f"got {x.dtype}")
-    dims = "(C, L) or (N, C, L)" if n == 1 else "(C, H, W) or (N, C, H, W)"
+    dims = _DIMS[n]
     if x.dim() not in (n + 1, n + 2):
         raise ValueError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
                          f"got shape {tuple(x.shape)}")
@@ -94,10 +146,17 @@ def check_input(fn: str, x, n: int) -> None:
 
 
 def choose_backend(fn: str, backend: str, x: torch.Tensor) -> str:
+    """``"auto"``: Triton on CUDA when it can run (else the PyTorch path, with a one-time
+    warning naming what is missing), the PyTorch path elsewhere."""
+    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+        return "torch"
+    missing = TRITON_MISSING
     if backend == "auto":
-        return "triton" if x.is_cuda and triton_installed() else "torch"
-    if backend == "triton" and not triton_installed():
-        raise ImportError(f"{fn}: backend='triton' needs the `triton` package")
+        if missing:
+            _warn_once(missing)
+        return "torch" if missing else "triton"
+    if missing:
+        raise ImportError(f"{fn}: backend='triton' needs {missing}")
     if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"{fn}: backend='triton' runs on CUDA tensors (or on CPU with "
                          f"TRITON_INTERPRET=1 set before triton is imported), got a "

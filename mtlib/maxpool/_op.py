@@ -1,20 +1,27 @@
 """The tie-aware max pool as PyTorch operators (``torch.library``).
 
-Three custom ops on 4-d ``(N, C, H, W)`` inputs, each with a fake (meta) implementation so that
-``torch.compile(fullgraph=True)`` traces through them, an autograd formula, and a batching rule
-(``torch.func.vmap`` / ``jacrev``):
+The ops work on 5-d ``(N, C, D, H, W)`` inputs (a 1-d or 2-d pool has size-1 axes in front) and
+take the window geometry as ``kernel, stride, padding, dilation`` (three ints each),
+``ceil_mode`` and ``output_size`` (three ints for an adaptive pool, which ignores the others;
+empty otherwise). Each has a fake (meta) implementation, so ``torch.compile(fullgraph=True)``
+traces through them, an autograd formula, and a batching rule (``torch.func.vmap``/``jacrev``):
 
-* ``mtlib::max_pool2d_ties(x, ...) -> (out, aux)``: window max and ``int32`` tie count
+* ``mtlib::max_pool_ties(x, ...) -> (out, aux)``: window max and ``int32`` tie count
   (``"uniform"``) or selected tap (``"first"``/``"last"``); its backward is
-* ``mtlib::max_pool2d_ties_backward(grad, x, out, aux, ...) -> grad_x``, a linear map of
-  ``grad`` whose transpose (and the forward's JVP) is
-* ``mtlib::max_pool2d_ties_tangent(v, x, out, aux, ...) -> out``; the two give each other's
+* ``mtlib::max_pool_ties_backward(grad, x, out, aux, ...) -> grad_x``, a linear map of ``grad``
+  whose transpose (and the forward's JVP) is
+* ``mtlib::max_pool_ties_tangent(v, x, out, aux, ...) -> out``; the two give each other's
   derivative, so double backward works too.
 
+These three are opaque custom ops backed by the PyTorch path (:mod:`mtlib.maxpool._torch`,
+:mod:`mtlib.maxpool._adaptive`). With ``backend="triton"`` the forward and backward are instead
+``mtlib::max_pool_ties_triton`` and ``mtlib::max_pool_ties_triton_backward``, ``triton_op``\\ s
+(:mod:`mtlib.maxpool._triton`, imported on first use) whose Triton kernels ``torch.compile``
+sees; the tangent always uses the PyTorch path.
+
 The forward saves ``x``, the window max and the integer ``aux``; the backward compares ``x``
-with the saved max (exact: the max is an entry of ``x``) and divides by the saved count.
-``backend`` is ``"torch"`` (:mod:`mtlib.maxpool._torch`) or ``"triton"``
-(:mod:`mtlib.maxpool._triton`, imported on first use); the tangent always uses the former.
+with the saved max (exact: the max is an entry of ``x``) and divides by the saved count, so a
+recomputation (activation checkpointing) cannot change which entries tie.
 """
 
 from __future__ import annotations
@@ -24,81 +31,82 @@ import importlib
 import torch
 from torch import Tensor
 
-from mtlib.maxpool import _torch
-from mtlib.maxpool._geometry import pool_axes
-
-_BACKENDS = {"torch": "mtlib.maxpool._torch", "triton": "mtlib.maxpool._triton"}
+from mtlib.maxpool import _adaptive, _torch
+from mtlib.maxpool._geometry import output_shape, pool_axes
 
 
-def _impl(backend: str):
-    return importlib.import_module(_BACKENDS[backend])
+def axes_of(x: Tensor, kernel, stride, padding, dilation, ceil_mode, output_size):
+    return pool_axes(tuple(x.shape[2:]), kernel, stride, padding, dilation, ceil_mode,
+                     output_size)
 
 
-def _axes(x: Tensor, kernel, stride, padding, dilation, ceil_mode):
-    return pool_axes(tuple(x.shape[2:]), kernel, stride, padding, dilation, ceil_mode)
+def torch_impl(axes):
+    """The PyTorch-path module for these axes: strided or adaptive."""
+    return _adaptive if axes[0].adaptive else _torch
 
 
-@torch.library.custom_op("mtlib::max_pool2d_ties", mutates_args=())
-def max_pool2d_ties(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
-                    dilation: list[int], ceil_mode: bool, ties: str,
-                    backend: str) -> tuple[Tensor, Tensor]:
-    """Window max of ``x`` (N, C, H, W) and the ``int32`` companion the backward needs."""
-    ah, aw = _axes(x, kernel, stride, padding, dilation, ceil_mode)
-    return _impl(backend).forward(x.contiguous(), ah, aw, ties)
+def torch_forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                  dilation: list[int], ceil_mode: bool, output_size: list[int],
+                  ties: str) -> tuple[Tensor, Tensor]:
+    """Window max of ``x`` (N, C, D, H, W) and the ``int32`` companion the backward needs."""
+    axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
+    return torch_impl(axes).forward(x.contiguous(), axes, ties)
 
 
-@max_pool2d_ties.register_fake
-def _(x, kernel, stride, padding, dilation, ceil_mode, ties, backend):
-    ah, aw = _axes(x, kernel, stride, padding, dilation, ceil_mode)
-    shape = (x.shape[0], x.shape[1], ah.out, aw.out)
+max_pool_ties = torch.library.custom_op("mtlib::max_pool_ties", torch_forward, mutates_args=())
+
+
+def fake_forward(x, kernel, stride, padding, dilation, ceil_mode, output_size, ties):
+    shape = output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode, output_size)
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
 
 
-@torch.library.custom_op("mtlib::max_pool2d_ties_backward", mutates_args=())
-def max_pool2d_ties_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor,
-                             kernel: list[int], stride: list[int], padding: list[int],
-                             dilation: list[int], ceil_mode: bool, ties: str,
-                             backend: str) -> Tensor:
-    """Gradient with respect to ``x`` of :func:`max_pool2d_ties` under the tie rule."""
-    ah, aw = _axes(x, kernel, stride, padding, dilation, ceil_mode)
-    return _impl(backend).backward(grad.contiguous(), x.contiguous(), out.contiguous(),
-                                   aux.contiguous(), ah, aw, ties)
-
-
-@max_pool2d_ties_backward.register_fake
-def _(grad, x, out, aux, kernel, stride, padding, dilation, ceil_mode, ties, backend):
+def fake_backward(grad, x, out, aux, *params):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("mtlib::max_pool2d_ties_tangent", mutates_args=())
-def max_pool2d_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
-                            kernel: list[int], stride: list[int], padding: list[int],
-                            dilation: list[int], ceil_mode: bool, ties: str,
-                            backend: str) -> Tensor:
+max_pool_ties.register_fake(fake_forward)
+
+
+def torch_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor, kernel: list[int],
+                   stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool,
+                   output_size: list[int], ties: str) -> Tensor:
+    """Gradient with respect to ``x`` of :func:`max_pool_ties` under the tie rule."""
+    axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
+    return torch_impl(axes).backward(grad.contiguous(), x.contiguous(), out.contiguous(),
+                                     aux.contiguous(), axes, ties)
+
+
+max_pool_ties_backward = torch.library.custom_op("mtlib::max_pool_ties_backward", torch_backward,
+                                                 mutates_args=())
+max_pool_ties_backward.register_fake(fake_backward)
+
+
+@torch.library.custom_op("mtlib::max_pool_ties_tangent", mutates_args=())
+def max_pool_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
+                          kernel: list[int], stride: list[int], padding: list[int],
+                          dilation: list[int], ceil_mode: bool, output_size: list[int],
+                          ties: str) -> Tensor:
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``)."""
-    ah, aw = _axes(x, kernel, stride, padding, dilation, ceil_mode)
-    return _torch.tangent(v.contiguous(), x.contiguous(), out.contiguous(),
-                                aux.contiguous(), ah, aw, ties)
+    axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
+    return torch_impl(axes).tangent(v.contiguous(), x.contiguous(), out.contiguous(),
+                                    aux.contiguous(), axes, ties)
 
 
-@max_pool2d_ties_tangent.register_fake
-def _(v, x, out, aux, kernel, stride, padding, dilation, ceil_mode, ties, backend):
+@max_pool_ties_tangent.register_fake
+def _(v, x, out, aux, *params):
     return torch.empty_like(out, memory_format=torch.contiguous_format)
 
 
+# --- autograd -------------------------------------------------------------------------------------
+
 def _save(ctx, inputs, output):
-    """``setup_context`` of the forward: keep ``x``, the max and the integer companion."""
+    """``setup_context`` of a forward op: keep ``x``, the max and the integer companion."""
     x, *params = inputs
     out, aux = output
     ctx.mark_non_differentiable(aux)
     ctx.save_for_backward(x, out, aux)
     ctx.params = params
-
-
-def _save_jvp(ctx, inputs, output):
-    """``setup_context`` of the forward with forward-mode AD (eager only)."""
-    _save(ctx, inputs, output)
-    ctx.save_for_forward(*inputs[:1], *output)
 
 
 def _save_linear(ctx, inputs, output):
@@ -108,79 +116,131 @@ def _save_linear(ctx, inputs, output):
     ctx.params = params
 
 
-def _pool_backward(ctx, grad_out, _grad_aux):
-    grad_x = torch.ops.mtlib.max_pool2d_ties_backward(grad_out, *ctx.saved_tensors, *ctx.params)
-    return (grad_x,) + (None,) * len(ctx.params)
+def _tangent_op(gg, x, out, aux, *params):
+    return torch.ops.mtlib.max_pool_ties_tangent(gg, x, out, aux, *params)
 
 
-def _pool_backward_func(ctx, grad_out, _grad_aux):
-    grad_x = _Backward.apply(grad_out, *ctx.saved_tensors, *ctx.params)
-    return (grad_x,) + (None,) * len(ctx.params)
+def register_autograd(forward_op, backward_op) -> None:
+    """Autograd formulas of a forward op and its backward op (the tangent is shared)."""
+    def pool_backward(ctx, grad_out, _grad_aux):
+        grad_x = backward_op(grad_out, *ctx.saved_tensors, *ctx.params)
+        return (grad_x,) + (None,) * len(ctx.params)
 
+    def backward_backward(ctx, gg):
+        return (_tangent_op(gg, *ctx.saved_tensors, *ctx.params),) + (None,) * (3 + len(ctx.params))
 
-def _backward_backward(ctx, gg):
-    return (_Tangent.apply(gg, *ctx.saved_tensors, *ctx.params),) + (None,) * (3 + len(ctx.params))
+    forward_op.register_autograd(pool_backward, setup_context=_save)
+    backward_op.register_autograd(backward_backward, setup_context=_save_linear)
 
 
 def _tangent_backward(ctx, gg):
-    return (_Backward.apply(gg, *ctx.saved_tensors, *ctx.params),) + (None,) * (3 + len(ctx.params))
+    grad = torch.ops.mtlib.max_pool_ties_backward(gg, *ctx.saved_tensors, *ctx.params)
+    return (grad,) + (None,) * (3 + len(ctx.params))
 
 
-max_pool2d_ties.register_autograd(_pool_backward, setup_context=_save)
-max_pool2d_ties_backward.register_autograd(_backward_backward, setup_context=_save_linear)
-max_pool2d_ties_tangent.register_autograd(_tangent_backward, setup_context=_save_linear)
+register_autograd(max_pool_ties, max_pool_ties_backward)
+max_pool_ties_tangent.register_autograd(_tangent_backward, setup_context=_save_linear)
+
+
+_NAMES = {"torch": ("max_pool_ties", "max_pool_ties_backward"),
+          "triton": ("max_pool_ties_triton", "max_pool_ties_triton_backward")}
+
+
+def ops(backend: str):
+    """``(forward_op, backward_op)`` of a backend. The Triton ops exist once
+    :mod:`mtlib.maxpool._triton` is imported: at import of :mod:`mtlib.maxpool` where a GPU or
+    the interpreter can run them, else here on first eager use (Dynamo cannot trace an import,
+    so compiled code relies on the former)."""
+    if backend == "triton" and not torch.compiler.is_compiling():
+        importlib.import_module("mtlib.maxpool._triton")
+    forward, backward = _NAMES[backend]
+    return getattr(torch.ops.mtlib, forward), getattr(torch.ops.mtlib, backward)
 
 
 # The wrappers that `register_autograd` generates lack `setup_context`, so `torch.func.grad`
 # rejects them in this PyTorch (pytorch/pytorch#170834). In eager mode the same formulas run as
 # `autograd.Function`s, which torch.func accepts; Dynamo traces neither a custom `jvp` nor a
 # Function applied in a backward, so compiled code calls the ops (no forward-mode AD there).
+def _save_fn(ctx, inputs, output):
+    x, backend, *params = inputs
+    _save(ctx, (x, *params), output)
+    ctx.backend = backend
+
+
 class _PoolTiesCompiled(torch.autograd.Function):
     generate_vmap_rule = True
-    setup_context = staticmethod(_save)
-    backward = staticmethod(_pool_backward)
+    setup_context = staticmethod(_save_fn)
 
     @staticmethod
-    def forward(x, *params):
-        return torch.ops.mtlib.max_pool2d_ties(x, *params)
+    def forward(x, backend, *params):
+        return ops(backend)[0](x, *params)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_aux):
+        grad_x = ops(ctx.backend)[1](grad_out, *ctx.saved_tensors, *ctx.params)
+        return (grad_x, None) + (None,) * len(ctx.params)
 
 
 class _PoolTies(_PoolTiesCompiled):
-    setup_context = staticmethod(_save_jvp)
-    backward = staticmethod(_pool_backward_func)
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save_fn(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], *output)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_aux):
+        grad_x = _Backward.apply(grad_out, *ctx.saved_tensors, ctx.backend, *ctx.params)
+        return (grad_x, None) + (None,) * len(ctx.params)
 
     @staticmethod
     def jvp(ctx, x_t, *_):
-        return _Tangent.apply(x_t, *ctx.saved_tensors, *ctx.params), None
+        return _Tangent.apply(x_t, *ctx.saved_tensors, "torch", *ctx.params), None
+
+
+def _save_linear_fn(ctx, inputs, output):
+    v, x, out, aux, backend, *params = inputs
+    _save_linear(ctx, (v, x, out, aux, *params), output)
+    ctx.backend = backend
 
 
 class _Backward(torch.autograd.Function):
     generate_vmap_rule = True
-    setup_context = staticmethod(_save_linear)
-    backward = staticmethod(_backward_backward)
+    setup_context = staticmethod(_save_linear_fn)
 
     @staticmethod
-    def forward(grad, x, out, aux, *params):
-        return torch.ops.mtlib.max_pool2d_ties_backward(grad, x, out, aux, *params)
+    def forward(grad, x, out, aux, backend, *params):
+        return ops(backend)[1](grad, x, out, aux, *params)
+
+    @staticmethod
+    def backward(ctx, gg):
+        grad = _Tangent.apply(gg, *ctx.saved_tensors, ctx.backend, *ctx.params)
+        return (grad,) + (None,) * (4 + len(ctx.params))
 
 
 class _Tangent(torch.autograd.Function):
     generate_vmap_rule = True
-    setup_context = staticmethod(_save_linear)
-    backward = staticmethod(_tangent_backward)
+    setup_context = staticmethod(_save_linear_fn)
 
     @staticmethod
-    def forward(v, x, out, aux, *params):
-        return torch.ops.mtlib.max_pool2d_ties_tangent(v, x, out, aux, *params)
+    def forward(v, x, out, aux, backend, *params):
+        return _tangent_op(v, x, out, aux, *params)
+
+    @staticmethod
+    def backward(ctx, gg):
+        grad = _Backward.apply(gg, *ctx.saved_tensors, ctx.backend, *ctx.params)
+        return (grad,) + (None,) * (4 + len(ctx.params))
 
 
 def pool_ties(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
-              dilation: list[int], ceil_mode: bool, ties: str,
+              dilation: list[int], ceil_mode: bool, output_size: list[int], ties: str,
               backend: str) -> tuple[Tensor, Tensor]:
-    """Differentiable entry point: :func:`max_pool2d_ties` under autograd and ``torch.func``."""
+    """Differentiable entry point on 5-d ``x``: the forward op of ``backend`` under autograd
+    and ``torch.func``."""
     fn = _PoolTiesCompiled if torch.compiler.is_compiling() else _PoolTies
-    return fn.apply(x, kernel, stride, padding, dilation, ceil_mode, ties, backend)
+    return fn.apply(x, backend, kernel, stride, padding, dilation, ceil_mode, output_size, ties)
 
+
+# --- vmap -----------------------------------------------------------------------------------------
 
 def _merge_batch(t: Tensor, bdim, size: int) -> Tensor:
     """Move the vmap dimension ``bdim`` of ``t`` into its leading (N) dimension."""
@@ -188,20 +248,23 @@ def _merge_batch(t: Tensor, bdim, size: int) -> Tensor:
     return t.reshape(size * t.shape[1], *t.shape[2:])
 
 
-@max_pool2d_ties.register_vmap
-def _(info, in_dims, x, *params):
-    out, aux = max_pool2d_ties(_merge_batch(x, in_dims[0], info.batch_size), *params)
-    size = info.batch_size
-    return (out.unflatten(0, (size, -1)), aux.unflatten(0, (size, -1))), (0, 0)
-
-
-def _linear_vmap(op):
-    def rule(info, in_dims, v, x, out, aux, *params):
+def register_vmap(forward_op, linear_ops) -> None:
+    """Batching rules: the vmap dimension is merged into the batch dimension N."""
+    def forward_rule(info, in_dims, x, *params):
+        out, aux = forward_op(_merge_batch(x, in_dims[0], info.batch_size), *params)
         size = info.batch_size
-        tensors = [_merge_batch(t, d, size) for t, d in zip((v, x, out, aux), in_dims)]
-        return op(*tensors, *params).unflatten(0, (size, -1)), 0
-    return rule
+        return (out.unflatten(0, (size, -1)), aux.unflatten(0, (size, -1))), (0, 0)
+
+    def linear_rule(op):
+        def rule(info, in_dims, v, x, out, aux, *params):
+            size = info.batch_size
+            tensors = [_merge_batch(t, d, size) for t, d in zip((v, x, out, aux), in_dims)]
+            return op(*tensors, *params).unflatten(0, (size, -1)), 0
+        return rule
+
+    forward_op.register_vmap(forward_rule)
+    for op in linear_ops:
+        op.register_vmap(linear_rule(op))
 
 
-max_pool2d_ties_backward.register_vmap(_linear_vmap(max_pool2d_ties_backward))
-max_pool2d_ties_tangent.register_vmap(_linear_vmap(max_pool2d_ties_tangent))
+register_vmap(max_pool_ties, (max_pool_ties_backward, max_pool_ties_tangent))

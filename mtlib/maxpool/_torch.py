@@ -1,16 +1,17 @@
 """Vectorized pure-PyTorch backend of the tie-aware max pool (any device; the reference).
 
-The input ``x`` of shape ``(N, C, H, W)`` is split into its *stride phases*
-``P[a, b] = x[:, :, a::sH, b::sW]`` (copies only when a stride is > 1), so that tap ``(i, j)``
-of every window is one unit-stride slice ``S_ij`` of one phase, aligned with the output grid.
-Every step is then a loop over the ``kH * kW`` taps of elementwise ops on output-sized slices,
+The input ``x`` of shape ``(N, C, D, H, W)`` (a 1-d or 2-d pool has size-1 axes in front) is
+split into its *stride phases* ``P[a, b, c] = x[:, :, a::sD, b::sH, c::sW]`` (copies only when
+a stride is > 1), so that tap ``ij`` (a multi-index) of every window is one unit-stride slice
+``S_ij`` of one phase, aligned with the output grid. Every step is then a loop over the
+``kD * kH * kW`` taps of elementwise ops on output-sized slices,
 restricted to the outputs whose tap lies inside the input (padding is never read), with 0/1
 masks held in a float dtype (PyTorch's fast comparison path):
 
 * forward: window max ``m = max_ij S_ij`` and per output an integer: the tie count
   ``N = #{ij : S_ij = m}`` (``"uniform"``) or the selected tap (``"first"``/``"last"``), both
   accumulated in a float dtype chosen to hold them exactly, then stored as ``int32``;
-* backward, one phase at a time: ``grad P[a, b] += [S_ij = m] * g / N`` (or
+* backward, one phase at a time: ``grad P[a, b, c] += [S_ij = m] * g / N`` (or
   ``[tap selected] * g``) over the taps of that phase in decreasing order, so that each input
   position sums its windows in increasing row-major order, in the dtype of ``x``, as PyTorch's
   CPU kernel does.
@@ -18,21 +19,26 @@ masks held in a float dtype (PyTorch's fast comparison path):
 The backward compares ``x`` with the *saved* max (an entry of ``x``, so the comparison is exact)
 and divides by the *saved* integer count. A NaN makes its window's max NaN; its tie set is the
 window's NaN entries (``"first"``: the last NaN, as PyTorch's ``val > max || isnan`` scan;
-``"last"``: the first NaN; ``"uniform"``: all of them share).
+``"last"``: the first NaN; ``"uniform"``: all of them share). Adaptive pools, whose windows
+are not a stride grid, take the gather path of :mod:`mtlib.maxpool._adaptive`.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import NamedTuple
 
 import torch
 
 from mtlib.maxpool._geometry import PoolAxis
 
+Axes = tuple[PoolAxis, ...]
+
 
 class _Tap(NamedTuple):
-    tap: int            # row-major tap index i * kW + j
-    plane: tuple        # (a, b): the stride phase it reads
+    tap: int            # row-major tap index (i * kH + j) * kW + k
+    plane: tuple        # (a, b, c): the stride phase it reads
     src: tuple          # slicer of the phase planes: the tap's input value for each output
     within: tuple       # the same entries as a slicer of its (N, C, ., .) phase plane
     out: tuple          # slicer of the outputs whose tap lies inside the input
@@ -49,46 +55,43 @@ def _axis_tap(ax: PoolAxis, i: int):
             lo + q0 == 0 and hi + q0 == -((phase - ax.size) // s))
 
 
-def _taps(ah: PoolAxis, aw: PoolAxis) -> list[_Tap]:
+def _taps(axes: Axes) -> list[_Tap]:
     """The taps that read the input for at least one output, in row-major order."""
     taps = []
-    for i in range(ah.kernel):
-        a, qh, oh, all_h, whole_h = _axis_tap(ah, i)
-        for j in range(aw.kernel):
-            b, qw, ow, all_w, whole_w = _axis_tap(aw, j)
-            if oh.stop > oh.start and ow.stop > ow.start:
-                src = (a, b, slice(None), slice(None), qh, qw)
-                taps.append(_Tap(i * aw.kernel + j, (a, b), src, (..., qh, qw), (..., oh, ow),
-                                 all_h and all_w, whole_h and whole_w))
+    per_axis = [[_axis_tap(ax, i) for i in range(ax.kernel)] for ax in axes]
+    for tap, combo in enumerate(itertools.product(*per_axis)):
+        phase, q, o, all_out, whole = zip(*combo)
+        if all(s.stop > s.start for s in o):
+            taps.append(_Tap(tap, phase, (*phase, slice(None), slice(None), *q), (..., *q),
+                             (..., *o), all(all_out), all(whole)))
     return taps
 
 
-def _phase_shape(shape, ah: PoolAxis, aw: PoolAxis) -> tuple[int, ...]:
-    n, c, h, w = shape
-    return (ah.stride, aw.stride, n, c, -(-h // ah.stride), -(-w // aw.stride))
+def _phase_shape(shape, axes: Axes) -> tuple[int, ...]:
+    return (*(ax.stride for ax in axes), *shape[:2],
+            *(-(-L // ax.stride) for L, ax in zip(shape[2:], axes)))
 
 
-def _all_phases(ah: PoolAxis, aw: PoolAxis) -> set[tuple[int, int]]:
-    return {(a, b) for a in range(ah.stride) for b in range(aw.stride)}
+def _all_phases(axes: Axes) -> set[tuple[int, ...]]:
+    return set(itertools.product(*(range(ax.stride) for ax in axes)))
 
 
-def _phase_slices(shape, ah: PoolAxis, aw: PoolAxis, phases):
-    """For each phase ``(a, b)``: the strided slicer of an ``(N, C, H, W)`` tensor and the
+def _phase_slices(shape, axes: Axes, phases):
+    """For each phase ``(a, b, c)``: the strided slicer of an ``(N, C, D, H, W)`` tensor and the
     matching slicer of the phase planes."""
-    h, w = shape[2:]
-    for a, b in sorted(phases):
-        la, lb = -((a - h) // ah.stride), -((b - w) // aw.stride)
-        yield ((..., slice(a, None, ah.stride), slice(b, None, aw.stride)),
-               (a, b, slice(None), slice(None), slice(0, la), slice(0, lb)))
+    for phase in sorted(phases):
+        lengths = [-((a - L) // ax.stride) for a, L, ax in zip(phase, shape[2:], axes)]
+        yield ((..., *(slice(a, None, ax.stride) for a, ax in zip(phase, axes))),
+               (*phase, slice(None), slice(None), *(slice(0, n) for n in lengths)))
 
 
-def _phases(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, taps) -> torch.Tensor:
-    """Stride phases of ``x``, ``P[a, b] = x[:, :, a::sH, b::sW]``, each one contiguous (the
-    tail of a shorter phase is never read); ``x`` itself when both strides are 1."""
-    if ah.stride == aw.stride == 1:
-        return x[None, None]
-    planes = x.new_empty(_phase_shape(x.shape, ah, aw))
-    for xs, ps in _phase_slices(x.shape, ah, aw, {t.plane for t in taps}):
+def _phases(x: torch.Tensor, axes: Axes, taps) -> torch.Tensor:
+    """Stride phases of ``x``, ``P[a, b, c] = x[:, :, a::sD, b::sH, c::sW]``, each one
+    contiguous (the tail of a shorter phase is never read); ``x`` itself when all strides are 1."""
+    if all(ax.stride == 1 for ax in axes):
+        return x[(None,) * len(axes)]
+    planes = x.new_empty(_phase_shape(x.shape, axes))
+    for xs, ps in _phase_slices(x.shape, axes, {t.plane for t in taps}):
         planes[ps] = x[xs]
     return planes
 
@@ -167,22 +170,29 @@ def _selected_taps(planes, taps, m, has_nan, ties, kernel_volume, empty) -> torc
     return sel.to(torch.int32)
 
 
-def forward(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, ties: str):
-    """Window max and its integer companion (tie count or selected tap), both ``(N, C, oH, oW)``.
+def _volume(axes: Axes) -> int:
+    return math.prod(ax.kernel for ax in axes)
 
-    ``x`` is contiguous ``(N, C, H, W)``. The companion is ``int32``: for ``"uniform"`` the
+
+def _empty(axes: Axes) -> bool:
+    return any(ax.has_empty_window() for ax in axes)
+
+
+def forward(x: torch.Tensor, axes: Axes, ties: str):
+    """Window max and its integer companion (tie count or selected tap), both ``(N, C, *out)``.
+
+    ``x`` is contiguous ``(N, C, D, H, W)``. The companion is ``int32``: for ``"uniform"`` the
     number of window entries equal to the max (0 for a window that lies entirely in the
-    padding), for ``"first"``/``"last"`` the row-major tap ``i * kW + j`` that receives the
-    gradient (-1 for a window entirely in the padding).
+    padding), for ``"first"``/``"last"`` the row-major tap ``(i * kH + j) * kW + k`` that
+    receives the gradient (-1 for a window entirely in the padding). Strided axes only.
     """
-    taps = _taps(ah, aw)
-    planes = _phases(x, ah, aw, taps)
-    m = _window_max(planes, taps, (x.shape[0], x.shape[1], ah.out, aw.out))
+    taps = _taps(axes)
+    planes = _phases(x, axes, taps)
+    m = _window_max(planes, taps, (*x.shape[:2], *(ax.out for ax in axes)))
     has_nan = _has_nan(m)
     if ties == "uniform":
         return m, _tie_counts(planes, taps, m, has_nan)
-    empty = ah.has_empty_window() or aw.has_empty_window()
-    return m, _selected_taps(planes, taps, m, has_nan, ties, ah.kernel * aw.kernel, empty)
+    return m, _selected_taps(planes, taps, m, has_nan, ties, _volume(axes), _empty(axes))
 
 
 def _shares(grad: torch.Tensor, count: torch.Tensor, kernel_volume: int,
@@ -213,7 +223,7 @@ def _accumulate(dst: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, *, o
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
-             ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
+             axes: Axes, ties: str) -> torch.Tensor:
     """Gradient with respect to ``x`` given the upstream ``grad`` and the forward's ``m, aux``.
 
     ``"uniform"``: each output sends ``grad / count`` to every entry of its window equal to its
@@ -221,11 +231,10 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     tap. Overlapping windows add up; deterministic (no atomics, fixed order). One stride phase
     at a time, in reused phase-sized buffers: the only input-sized allocation is the result.
     """
-    taps, k = _taps(ah, aw), ah.kernel * aw.kernel
+    taps, k = _taps(axes), _volume(axes)
     uniform = ties == "uniform"
     if uniform:
-        empty = ah.has_empty_window() or aw.has_empty_window()
-        has_nan, value = _has_nan(m), _shares(grad, aux, k, empty)
+        has_nan, value = _has_nan(m), _shares(grad, aux, k, _empty(axes))
     else:
         selected, value = aux.to(_exact_float(grad.dtype, k)), grad
     # With finite values a 0/1 float mask times the value is the masked value (fast path);
@@ -233,29 +242,30 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     float_mask = bool(value.sum().isfinite())
     buf = torch.empty_like(m, dtype=grad.dtype if float_mask else torch.bool)
     gx = torch.empty_like(x)
-    strided = ah.stride * aw.stride > 1
+    strided = any(ax.stride > 1 for ax in axes)
+    n = len(axes)
     if strided:
-        plane_shape = _phase_shape(x.shape, ah, aw)[2:]
+        plane_shape = _phase_shape(x.shape, axes)[n:]
         gbuf, xbuf = x.new_empty(plane_shape), x.new_empty(plane_shape) if uniform else None
-    for xs, ps in _phase_slices(x.shape, ah, aw, _all_phases(ah, aw)):
-        plane_taps = [t for t in taps[::-1] if t.plane == ps[:2]]
+    for xs, ps in _phase_slices(x.shape, axes, _all_phases(axes)):
+        plane_taps = [t for t in taps[::-1] if t.plane == ps[:n]]
         if not plane_taps:
             gx[xs].zero_()
             continue
         x_plane, g_plane = x, gx
         if strided:
-            g_plane = gbuf[ps[2:]]
+            g_plane = gbuf[ps[n:]]
         if strided and uniform:
-            x_plane = xbuf[ps[2:]]
+            x_plane = xbuf[ps[n:]]
             x_plane.copy_(x[xs])
         if not plane_taps[0].whole_plane:
             g_plane.zero_()
-        for n, t in enumerate(plane_taps):
+        for rank, t in enumerate(plane_taps):
             if uniform:
                 mask = _tie_mask(x_plane[t.within], m[t.out], buf[t.out], has_nan)
             else:
                 mask = torch.eq(selected[t.out], t.tap, out=buf[t.out])
-            _accumulate(g_plane[t.within], value[t.out], mask, overwrite=n == 0 and t.whole_plane,
+            _accumulate(g_plane[t.within], value[t.out], mask, overwrite=rank == 0 and t.whole_plane,
                         float_mask=float_mask)
         if strided:
             gx[xs] = g_plane
@@ -263,12 +273,12 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
 
 
 def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
-            ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
+            axes: Axes, ties: str) -> torch.Tensor:
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``): per output, the mean of
     ``v`` over the window's tie set (``"uniform"``) or ``v`` at the selected tap. It is the JVP
     of the forward and the transpose of :func:`backward` (so also its derivative in ``grad``)."""
-    taps = _taps(ah, aw)
-    planes, vplanes = _phases(x, ah, aw, taps), _phases(v, ah, aw, taps)
+    taps = _taps(axes)
+    planes, vplanes = _phases(x, axes, taps), _phases(v, axes, taps)
     uniform = ties == "uniform"
     has_nan = uniform and _has_nan(m)
     acc = torch.zeros(m.shape, dtype=v.dtype, device=v.device)
@@ -282,5 +292,5 @@ def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor
         acc[t.out].add_(torch.where(mask, vplanes[t.src], 0.0))
     if not uniform:
         return acc
-    return _shares(acc, aux, ah.kernel * aw.kernel, ah.has_empty_window() or aw.has_empty_window())
+    return _shares(acc, aux, _volume(axes), _empty(axes))
 

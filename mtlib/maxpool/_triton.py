@@ -1,8 +1,9 @@
 """Triton backend of the tie-aware max pool (CUDA; CPU under ``TRITON_INTERPRET=1``).
 
-Same contract as :mod:`mtlib.maxpool._torch` (``forward`` returns the window max and an ``int32``
-tie count or selected tap per output; ``backward`` returns the input gradient), with two
-kernels:
+Same contract as the PyTorch path (:mod:`mtlib.maxpool._torch`, :mod:`mtlib.maxpool._adaptive`):
+the forward returns the window max and an ``int32`` tie count or selected tap per output, the
+backward the input gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive windows
+(:class:`mtlib.maxpool._geometry.PoolAxis`). Two kernels:
 
 * forward: one lane per output scans its window's taps in row-major order with PyTorch's
   update ``v > max or isnan(v)``, so the max is PyTorch's value bit for bit, and keeps the tie
@@ -14,18 +15,26 @@ kernels:
   so the result is deterministic; sums run in float32 (float64 for float64), as in PyTorch's
   CUDA kernel, and are rounded once.
 
-Importing this module imports ``triton``; :mod:`mtlib.maxpool` does so only when needed.
+They are registered as ``torch.library.triton_op``\\ s, ``mtlib::max_pool_ties_triton`` and
+``mtlib::max_pool_ties_triton_backward``, launched through ``torch.library.wrap_triton``, so
+``torch.compile`` sees the kernels; their CPU kernel is the PyTorch path (the Triton kernels
+under the interpreter). Importing this module imports ``triton``; :mod:`mtlib.maxpool` does so
+only where the kernels can run (a GPU, or ``TRITON_INTERPRET=1``) or on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
+import os
 
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
 
-from mtlib.maxpool._geometry import PoolAxis
+from mtlib.maxpool import _op
+from mtlib.maxpool._geometry import PoolAxis, output_shape
 from mtlib.ties import TRITON_CODES
 
 _BLOCK = 256
@@ -33,36 +42,70 @@ COMPILE_OPTIONS = {"enable_fp_fusion": False}  # no FMA contraction: sums as PyT
 
 
 @triton.jit
-def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, H, W, OH, OW, SH, SW, PH, PW, DH, DW,
-                    KH: tl.constexpr, KW: tl.constexpr, RULE: tl.constexpr,
-                    ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _tap(o, i, L, OUT, S, P, DIL, ADAPTIVE: tl.constexpr):
+    """Input index read by tap ``i`` of output ``o`` along one axis, and whether it is read."""
+    if ADAPTIVE:
+        idx = (o * L) // OUT + i
+        ok = idx < ((o + 1) * L + OUT - 1) // OUT
+    else:
+        idx = o * S - P + i * DIL
+        ok = (idx >= 0) & (idx < L)
+    return idx, ok
+
+
+@triton.jit
+def _reader(p, r, L, OUT, S, P, DIL, K: tl.constexpr, ADAPTIVE: tl.constexpr):
+    """The ``r``-th window (increasing output order) holding input ``p`` along one axis: its
+    output ``o``, the tap of ``p`` in it, and whether it exists."""
+    if ADAPTIVE:
+        o = (p * OUT) // L + r
+        ok = o * L < (p + 1) * OUT
+        i = p - (o * L) // OUT
+    else:
+        i = K - 1 - r
+        t = p + P - i * DIL
+        t0 = tl.where(t >= 0, t, 0)
+        o = t0 // S
+        ok = (t >= 0) & (t0 - o * S == 0) & (o < OUT)
+    return o, i, ok
+
+
+@triton.jit
+def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, D, H, W, OD, OH, OW, SD, SH, SW, PD, PH, PW,
+                    DD, DH, DW, KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                    ADAPTIVE: tl.constexpr, RULE: tl.constexpr, ACC: tl.constexpr,
+                    BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = offs < total
     ow = offs % OW
     oh = (offs // OW) % OH
-    base = (offs // (OW * OH)) * H * W
+    od = (offs // (OW * OH)) % OD
+    base = (offs // (OW * OH * OD)) * D * H * W
     m = tl.full([BLOCK], float("-inf"), ACC)
     seen = offs < 0
     cnt = tl.zeros([BLOCK], tl.int32)
     sel = tl.full([BLOCK], -1, tl.int32)
-    for i in tl.static_range(KH):
-        ih = oh * SH - PH + i * DH
-        for j in tl.static_range(KW):
-            iw = ow * SW - PW + j * DW
-            ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            v = tl.load(x_ptr + base + ih * W + iw, mask=ok, other=0.0).to(ACC)
-            v_nan = v != v
-            m_nan = m != m
-            new = ok & ((seen == 0) | (v > m) | (v_nan & (m_nan == 0)))
-            tie = ok & (new == 0) & ((v == m) | (v_nan & m_nan))
-            if RULE == 0:
-                sel = tl.where(new | (tie & v_nan), i * KW + j, sel)
-            elif RULE == 1:
-                sel = tl.where(new | (tie & (v_nan == 0)), i * KW + j, sel)
-            else:
-                cnt = tl.where(new, 1, tl.where(tie, cnt + 1, cnt))
-            m = tl.where(new, v, m)
-            seen = seen | ok
+    for a in range(KD):
+        id_, ok_d = _tap(od, a, D, OD, SD, PD, DD, ADAPTIVE)
+        for i in range(KH):
+            ih, ok_h = _tap(oh, i, H, OH, SH, PH, DH, ADAPTIVE)
+            for j in range(KW):
+                iw, ok_w = _tap(ow, j, W, OW, SW, PW, DW, ADAPTIVE)
+                ok = live & ok_d & ok_h & ok_w
+                v = tl.load(x_ptr + base + (id_ * H + ih) * W + iw, mask=ok, other=0.0).to(ACC)
+                v_nan = v != v
+                m_nan = m != m
+                new = ok & ((seen == 0) | (v > m) | (v_nan & (m_nan == 0)))
+                tie = ok & (new == 0) & ((v == m) | (v_nan & m_nan))
+                tap = (a * KH + i) * KW + j
+                if RULE == 0:
+                    sel = tl.where(new | (tie & v_nan), tap, sel)
+                elif RULE == 1:
+                    sel = tl.where(new | (tie & (v_nan == 0)), tap, sel)
+                else:
+                    cnt = tl.where(new, 1, tl.where(tie, cnt + 1, cnt))
+                m = tl.where(new, v, m)
+                seen = seen | ok
     tl.store(out_ptr + offs, m.to(out_ptr.dtype.element_ty), mask=live)
     if RULE == 2:
         tl.store(aux_ptr + offs, cnt, mask=live)
@@ -71,42 +114,40 @@ def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, H, W, OH, OW, SH, SW, PH, PW
 
 
 @triton.jit
-def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, H, W, OH, OW,
-                     SH, SW, PH, PW, DH, DW, KH: tl.constexpr, KW: tl.constexpr,
-                     RULE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, D, H, W, OD, OH, OW,
+                     SD, SH, SW, PD, PH, PW, DD, DH, DW, KD: tl.constexpr, KH: tl.constexpr,
+                     KW: tl.constexpr, RD: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
+                     ADAPTIVE: tl.constexpr, RULE: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = offs < total
-    iw = offs % W
-    ih = (offs // W) % H
-    base = (offs // (W * H)) * OH * OW
+    pw = offs % W
+    ph = (offs // W) % H
+    pd = (offs // (W * H)) % D
+    base = (offs // (W * H * D)) * OD * OH * OW
     xv = tl.load(x_ptr + offs, mask=live, other=0.0).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
-    for ii in tl.static_range(KH):
-        i = KH - 1 - ii
-        th = ih + PH - i * DH
-        th0 = tl.where(th >= 0, th, 0)
-        oh = th0 // SH
-        ok_h = (th >= 0) & (th0 - oh * SH == 0) & (oh < OH)
-        for jj in tl.static_range(KW):
-            j = KW - 1 - jj
-            tw = iw + PW - j * DW
-            tw0 = tl.where(tw >= 0, tw, 0)
-            ow = tw0 // SW
-            ok = live & ok_h & (tw >= 0) & (tw0 - ow * SW == 0) & (ow < OW)
-            o = base + oh * OW + ow
-            g = tl.load(g_ptr + o, mask=ok, other=0.0).to(ACC)
-            a = tl.load(aux_ptr + o, mask=ok, other=0)
-            if RULE == 2:
-                mv = tl.load(m_ptr + o, mask=ok, other=0.0).to(ACC)
-                hit = ok & ((xv == mv) | ((xv != xv) & (mv != mv)))
-                count = tl.maximum(a, 1).to(ACC)
-                if ACC == tl.float64:
-                    share = g / count
+    for rd in range(RD):
+        od, id_, ok_d = _reader(pd, rd, D, OD, SD, PD, DD, KD, ADAPTIVE)
+        for rh in range(RH):
+            oh, ih, ok_h = _reader(ph, rh, H, OH, SH, PH, DH, KH, ADAPTIVE)
+            for rw in range(RW):
+                ow, iw, ok_w = _reader(pw, rw, W, OW, SW, PW, DW, KW, ADAPTIVE)
+                ok = live & ok_d & ok_h & ok_w
+                o = base + (od * OH + oh) * OW + ow
+                g = tl.load(g_ptr + o, mask=ok, other=0.0).to(ACC)
+                a = tl.load(aux_ptr + o, mask=ok, other=0)
+                if RULE == 2:
+                    mv = tl.load(m_ptr + o, mask=ok, other=0.0).to(ACC)
+                    hit = ok & ((xv == mv) | ((xv != xv) & (mv != mv)))
+                    count = tl.maximum(a, 1).to(ACC)
+                    if ACC == tl.float64:
+                        share = g / count
+                    else:
+                        share = tl.math.div_rn(g, count)
+                    acc += tl.where(hit, share, 0.0)
                 else:
-                    share = tl.math.div_rn(g, count)
-                acc += tl.where(hit, share, 0.0)
-            else:
-                acc += tl.where(ok & (a == i * KW + j), g, 0.0)
+                    acc += tl.where(ok & (a == (id_ * KH + ih) * KW + iw), g, 0.0)
     tl.store(gx_ptr + offs, acc.to(gx_ptr.dtype.element_ty), mask=live)
 
 
@@ -114,38 +155,68 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _geometry(ah: PoolAxis, aw: PoolAxis) -> tuple[int, ...]:
-    return (ah.size, aw.size, ah.out, aw.out, ah.stride, aw.stride, ah.padding, aw.padding,
-            ah.dilation, aw.dilation)
+def _geometry(axes: tuple[PoolAxis, ...]) -> tuple[int, ...]:
+    return tuple(getattr(ax, name) for name in ("size", "out", "stride", "padding", "dilation")
+                 for ax in axes)
 
 
-def _on_device(x: torch.Tensor):
-    """Launch on ``x``'s GPU (the interpreter runs CPU tensors as they are)."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+def _grid(total):
+    return (triton.cdiv(total, _BLOCK),)
 
 
-def forward(x: torch.Tensor, ah: PoolAxis, aw: PoolAxis, ties: str):
-    """Window max and ``int32`` tie count / selected tap of contiguous ``x`` (N, C, H, W)."""
-    shape = (x.shape[0], x.shape[1], ah.out, aw.out)
+def _forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
+             dilation: list[int], ceil_mode: bool, output_size: list[int],
+             ties: str) -> tuple[Tensor, Tensor]:
+    """Window max and ``int32`` tie count / selected tap of ``x`` (N, C, D, H, W)."""
+    shape = output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode, output_size)
     out = x.new_empty(shape)
-    aux = torch.empty(shape, dtype=torch.int32, device=x.device)
-    total = out.numel()
+    aux = x.new_empty(shape, dtype=torch.int32)
+    total = math.prod(shape)
     if total:
-        with _on_device(x):
-            _forward_kernel[(triton.cdiv(total, _BLOCK),)](
-                x, out, aux, total, *_geometry(ah, aw), KH=ah.kernel, KW=aw.kernel,
-                RULE=TRITON_CODES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
+        axes = _op.axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
+        wrap_triton(_forward_kernel)[_grid(total)](
+            x.contiguous(), out, aux, total, *_geometry(axes), KD=axes[0].kernel,
+            KH=axes[1].kernel, KW=axes[2].kernel, ADAPTIVE=axes[0].adaptive,
+            RULE=TRITON_CODES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
     return out, aux
 
 
-def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
-             ah: PoolAxis, aw: PoolAxis, ties: str) -> torch.Tensor:
+def _backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor,
+              kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
+              ceil_mode: bool, output_size: list[int], ties: str) -> Tensor:
     """Input gradient by gathering, for each input position, the windows it receives from."""
-    gx = torch.empty_like(x)
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format)
     total = gx.numel()
     if total:
-        with _on_device(x):
-            _backward_kernel[(triton.cdiv(total, _BLOCK),)](
-                grad, x, m, aux, gx, total, *_geometry(ah, aw), KH=ah.kernel, KW=aw.kernel,
-                RULE=TRITON_CODES[ties], ACC=_acc(x.dtype), BLOCK=_BLOCK, **COMPILE_OPTIONS)
+        axes = _op.axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
+        wrap_triton(_backward_kernel)[_grid(total)](
+            grad.contiguous(), x.contiguous(), out.contiguous(), aux.contiguous(), gx, total,
+            *_geometry(axes), KD=axes[0].kernel, KH=axes[1].kernel, KW=axes[2].kernel,
+            RD=axes[0].readers, RH=axes[1].readers, RW=axes[2].readers,
+            ADAPTIVE=axes[0].adaptive, RULE=TRITON_CODES[ties], ACC=_acc(x.dtype),
+            BLOCK=_BLOCK, **COMPILE_OPTIONS)
     return gx
+
+
+max_pool_ties_triton = triton_op("mtlib::max_pool_ties_triton", _forward, mutates_args=())
+max_pool_ties_triton_backward = triton_op("mtlib::max_pool_ties_triton_backward", _backward,
+                                          mutates_args=())
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@max_pool_ties_triton.register_kernel("cpu")
+def _(x, *params):
+    """CPU: the PyTorch path, or the Triton kernels under the interpreter."""
+    return (_forward if _interpreted() else _op.torch_forward)(x, *params)
+
+
+@max_pool_ties_triton_backward.register_kernel("cpu")
+def _(grad, x, out, aux, *params):
+    return (_backward if _interpreted() else _op.torch_backward)(grad, x, out, aux, *params)
+
+
+_op.register_autograd(max_pool_ties_triton, max_pool_ties_triton_backward)
+_op.register_vmap(max_pool_ties_triton, (max_pool_ties_triton_backward,))
