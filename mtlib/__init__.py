@@ -23,6 +23,10 @@ from mtlib.ties import max_first, max_last, max_uniform, max_weights, tie_set
 
 # maxpool: PyTorch's max pools with a tie rule for the gradient (torch, Triton backends)
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
+from mtlib.maxpool import (
+    AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d, MaxPool3d,
+    adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d, max_pool3d,
+)
 
 # policy: one tie rule for every nonsmooth torch op inside a `with` block
 from mtlib.policy import TiePolicy, tie_policy
@@ -81,6 +85,14 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "window_tie_counts",
+    "max_pool3d",
+    "MaxPool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     # policy
     "TiePolicy",
     "tie_policy",
