@@ -268,3 +268,52 @@ def register_vmap(forward_op, linear_ops) -> None:
 
 
 register_vmap(max_pool_ties, (max_pool_ties_backward, max_pool_ties_tangent))
+
+
+# --- the 2-d ops of earlier releases (stable names and schemas; eager and fake only) -----------
+
+def _legacy(params):
+    kernel, stride, padding, dilation, ceil_mode, ties, _backend = params
+    return ([1, *kernel], [1, *stride], [0, *padding], [1, *dilation], ceil_mode, [], ties)
+
+
+@torch.library.custom_op("mtlib::max_pool2d_ties", mutates_args=())
+def max_pool2d_ties(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                    dilation: list[int], ceil_mode: bool, ties: str,
+                    backend: str) -> tuple[Tensor, Tensor]:
+    """``mtlib::max_pool_ties`` on a 4-d ``(N, C, H, W)`` input (PyTorch path)."""
+    out, aux = torch_forward(x.unsqueeze(2), *_legacy((kernel, stride, padding, dilation,
+                                                        ceil_mode, ties, backend)))
+    return out.squeeze(2), aux.squeeze(2)
+
+
+@max_pool2d_ties.register_fake
+def _(x, *params):
+    out, aux = fake_forward(x.unsqueeze(2), *_legacy(params))
+    return out.squeeze(2), aux.squeeze(2)
+
+
+@torch.library.custom_op("mtlib::max_pool2d_ties_backward", mutates_args=())
+def max_pool2d_ties_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor,
+                             kernel: list[int], stride: list[int], padding: list[int],
+                             dilation: list[int], ceil_mode: bool, ties: str,
+                             backend: str) -> Tensor:
+    """``mtlib::max_pool_ties_backward`` on 4-d inputs (PyTorch path)."""
+    params = _legacy((kernel, stride, padding, dilation, ceil_mode, ties, backend))
+    return torch_backward(*(t.unsqueeze(2) for t in (grad, x, out, aux)), *params).squeeze(2)
+
+
+@torch.library.custom_op("mtlib::max_pool2d_ties_tangent", mutates_args=())
+def max_pool2d_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
+                            kernel: list[int], stride: list[int], padding: list[int],
+                            dilation: list[int], ceil_mode: bool, ties: str,
+                            backend: str) -> Tensor:
+    """``mtlib::max_pool_ties_tangent`` on 4-d inputs (PyTorch path)."""
+    params = _legacy((kernel, stride, padding, dilation, ceil_mode, ties, backend))
+    return torch.ops.mtlib.max_pool_ties_tangent(
+        *(t.unsqueeze(2) for t in (v, x, out, aux)), *params).squeeze(2)
+
+
+max_pool2d_ties_backward.register_fake(fake_backward)
+max_pool2d_ties_tangent.register_fake(
+    lambda v, x, out, aux, *params: torch.empty_like(out, memory_format=torch.contiguous_format))
