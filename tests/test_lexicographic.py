@@ -251,6 +251,25 @@ def test_k_equal_one_reproduces_jvp_exactly():
     assert torch.equal(D[..., 0], jvp(net, x, d)[1])
 
 
+def test_direct_linear_rules_match_torch_jacobians():
+    gen = torch.Generator().manual_seed(2)
+    W, A = torch.randn(3, 6, dtype=f64, generator=gen), torch.randn(2, 2, dtype=f64, generator=gen)
+    k3 = torch.randn(2, 1, 2, 2, 2, dtype=f64, generator=gen)
+
+    def f(v):  # v: (2, 3); every op below has a direct rule in mtlib.directional._linear
+        u = (v * v.sum(0) - 2 / (1 + v.exp()) + v.mean(dim=1, keepdim=True) / 4) @ W[:, :3].T
+        w = A @ u + (u.reshape(6) @ W.T).unsqueeze(0) - v.flatten().view(2, 3)[:, :2].sum(-1, keepdim=True)
+        c = torch.nn.functional.conv3d(w.reshape(1, 1, 2, 3, 1).expand(1, 1, 2, 3, 2), k3, padding=1)
+        return torch.cat([w.flatten(), c.flatten(), -(3 - v).sum((0, 1)).unsqueeze(0)])
+
+    x = torch.randn(2, 3, dtype=f64, generator=gen)
+    M = torch.randn(2, 3, 4, dtype=f64, generator=gen)
+    value, D = ld_jvp(f, x, M)
+    J = torch.func.jacfwd(f)(x)  # (out, 2, 3)
+    torch.testing.assert_close(value, f(x))
+    torch.testing.assert_close(D, torch.einsum("oij,ijk->ok", J, M), rtol=1e-12, atol=1e-12)
+
+
 def test_shapes_structured_outputs_and_one_pass():
     calls = []
 

@@ -19,15 +19,23 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
+from mtlib.directional._linear import FAST
 from mtlib.directional._order import lexcmp, lexsign
 
 
 def smooth_rule(func, args, kwargs):
     """Push the tangents forward with ``torch.func.jvp`` (the chain rule of smooth maps).
 
-    With ``k > 1`` stacked tangents the JVP runs under ``torch.func.vmap`` over them: one
-    batched call, whose primal computation is not repeated per tangent.
+    The hot ops that are linear in their dual argument (reshapes, linear, conv, matmul, sums,
+    ``+ - * /``) take the direct rules of :mod:`mtlib.directional._linear`. Otherwise, with
+    ``k > 1`` stacked tangents, the JVP runs under ``torch.func.vmap`` over them: one batched
+    call, whose primal computation is not repeated per tangent.
     """
+    fast = FAST.get(func)
+    if fast is not None:
+        result = fast(func, args, kwargs)
+        if result is not None:
+            return result
     leaves, spec = tree_flatten((args, kwargs))
     slots = [i for i, a in enumerate(leaves) if isinstance(a, Dual)]
     base = [a.primal if isinstance(a, Dual) else a for a in leaves]

@@ -1,0 +1,167 @@
+"""Direct tangent rules for the hot smooth ops: no ``torch.func`` transform per call.
+
+For an op that is linear (or affine) in its one dual argument, the tangents are the linear part
+applied to the stacked tangents ``(k, *x.shape)``, with ``k`` as a leading batch dimension:
+
+* order-preserving reshapes (``reshape``, ``view``, ``flatten``, ``unflatten``, ``squeeze``,
+  ``unsqueeze``, ``view_as``, ``contiguous``, ``clone``): ``T.reshape(k, *out.shape)``;
+* ``linear(x, W, b)``: ``linear(T, W)``; ``conv{1,2,3}d(x, W, b, ...)``: the convolution of
+  ``T`` with ``k`` folded into the batch, without bias; ``x @ W`` and ``W @ x``;
+* sums and means over dims (shifted by one), negation;
+* ``a + b``, ``a - b`` and ``a * b`` with one or both dual (product rule), ``a / c`` for a
+  constant ``c``.
+
+These are the chain rule written out (the smooth ops' Jacobians are constant or bilinear), so
+the result equals ``torch.func.jvp``'s up to the order of floating-point operations. Every
+other case, and any unusual argument, returns ``None`` and the caller falls back to
+``torch.func.jvp`` under ``vmap`` (:func:`mtlib.directional._smooth.smooth_rule`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtlib.directional._dual import Dual, funcs_named, primals, split, wrap
+from mtlib.directional._order import align
+
+
+def _duals(args, kwargs) -> list:
+    return [a for a in (*args, *kwargs.values()) if isinstance(a, Dual)]
+
+
+def _reshape(func, args, kwargs):
+    if any(isinstance(a, torch.dtype) for a in (*args, *kwargs.values())) or len(_duals(args, kwargs)) != 1:
+        return None
+    if not isinstance(args[0], Dual):
+        return None
+    out = func(*primals(args), **primals(kwargs))
+    t = args[0].tangents
+    return wrap(out, t.reshape(t.shape[0], *out.shape))
+
+
+def _linear(func, args, kwargs):
+    def bind(input, weight, bias=None):
+        return input, weight, bias
+
+    x, weight, bias = bind(*args, **kwargs)
+    if not isinstance(x, Dual) or isinstance(weight, Dual) or isinstance(bias, Dual):
+        return None
+    return wrap(func(*primals(args), **primals(kwargs)), F.linear(x.tangents, weight))
+
+
+def _conv(nd: int):
+    def rule(func, args, kwargs):
+        def bind(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+            return input, weight, bias, (stride, padding, dilation, groups)
+
+        x, weight, bias, rest = bind(*args, **kwargs)
+        if not isinstance(x, Dual) or isinstance(weight, Dual) or isinstance(bias, Dual):
+            return None
+        out = func(*primals(args), **primals(kwargs))
+        t = x.tangents
+        if x.dim() == nd + 2:  # batched: fold k into the batch
+            folded = func(t.reshape(-1, *x.shape[1:]), weight, None, *rest)
+            return wrap(out, folded.reshape(t.shape[0], *out.shape))
+        return wrap(out, func(t, weight, None, *rest))  # unbatched: k is the batch
+
+    return rule
+
+
+def _matmul(func, args, kwargs):
+    if kwargs or len(args) != 2 or len(_duals(args, kwargs)) != 1:
+        return None
+    a, b = args
+    if func in _RIGHT:  # __rmatmul__(self, other) = other @ self
+        a, b = b, a
+    out = func(*primals(args))
+    if isinstance(a, Dual) and torch.is_tensor(b) and b.dim() <= 2:
+        return wrap(out, a.tangents @ b)
+    if isinstance(b, Dual) and torch.is_tensor(a) and a.dim() <= 2:
+        if b.dim() == 1:
+            return wrap(out, b.tangents @ (a.mT if a.dim() == 2 else a))
+        return wrap(out, a @ b.tangents)
+    return None
+
+
+def _dims(x: Dual, dim):
+    if dim is None:
+        return tuple(range(1, x.dim() + 1))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(d % max(x.dim(), 1) + 1 for d in dims) if x.dim() else ()
+
+
+def _reduce(func, args, kwargs):
+    def bind(input, dim=None, keepdim=False, **extra):
+        return input, dim, keepdim, extra
+
+    x, dim, keepdim, extra = bind(*args, **kwargs)
+    if extra or not isinstance(x, Dual) or not isinstance(dim, (type(None), int, tuple, list)):
+        return None
+    if isinstance(dim, (tuple, list)) and not dim:  # dim=() has changed meaning across versions
+        return None
+    out = func(*primals(args), **primals(kwargs))
+    dims = _dims(x, dim)
+    t = x.tangents
+    if not dims:
+        return wrap(out, t)
+    reduce = torch.sum if "sum" in func.__name__ else torch.mean
+    return wrap(out, reduce(t, dim=dims, keepdim=bool(keepdim)).reshape(t.shape[0], *out.shape))
+
+
+def _neg(func, args, kwargs):
+    (x,) = args
+    return wrap(func(x.primal), -x.tangents)
+
+
+def _arith(op: str):
+    def rule(func, args, kwargs):
+        if kwargs or len(args) != 2:
+            return None
+        a, b = args
+        if func in _RIGHT:
+            a, b = b, a
+        if op == "div" and isinstance(b, Dual):
+            return None
+        out = func(*primals(args))
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return None
+        (va, ta), (vb, tb) = split(a, like=out), split(b, like=out)
+        nd = out.dim()
+        ta, tb = align(ta, nd), align(tb, nd)
+        da, db = isinstance(a, Dual), isinstance(b, Dual)
+        if op == "mul":
+            left, right = (ta * vb if da else None), (va * tb if db else None)
+        elif op == "div":
+            left, right = ta / vb, None
+        else:
+            left, right = ta, (tb if op == "add" else -tb)
+        t = left + right if da and db else (left if da else right)
+        return wrap(out, t)
+
+    return rule
+
+
+_RIGHT = set(funcs_named("__rmatmul__", "__radd__", "__rsub__", "__rmul__"))
+
+FAST: dict = {}
+for _f in funcs_named("reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
+                      "contiguous", "clone"):
+    FAST[_f] = _reshape
+for _f in funcs_named("linear"):
+    FAST[_f] = _linear
+for _n in (1, 2, 3):
+    for _f in funcs_named(f"conv{_n}d"):
+        FAST[_f] = _conv(_n)
+for _f in funcs_named("matmul", "__matmul__", "__rmatmul__", "mm", "mv"):
+    FAST[_f] = _matmul
+for _f in funcs_named("sum", "mean"):
+    FAST[_f] = _reduce
+for _f in funcs_named("neg", "negative", "__neg__"):
+    FAST[_f] = _neg
+_ARITH = {"add": ("add", "__add__", "__radd__"), "sub": ("sub", "subtract", "__sub__", "__rsub__"),
+          "mul": ("mul", "multiply", "__mul__", "__rmul__"),
+          "div": ("div", "divide", "true_divide", "__truediv__")}
+for _op, _names in _ARITH.items():
+    for _f in funcs_named(*_names):
+        FAST[_f] = _arith(_op)
