@@ -71,7 +71,7 @@ COLAB_VENV := _build/venv-colab
 PY313 := $(shell command -v python3.13 || ls /root/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -1)
 
 test-colab:
-	rm -rf $(COLAB_VENV)
+	rm -rf $(COLAB_VENV) build  # build/: setuptools would reuse stale copies of moved modules
 	$(PYTHON) -m venv $(COLAB_VENV)
 	$(COLAB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/colab/requirements.txt
 	$(COLAB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ".[book]"
