@@ -92,8 +92,9 @@ class KinkReport:
         return self.ok
 
     def __str__(self) -> str:
-        return "\n".join([f"kinkcheck: {self.verdict} ({self.reason})", self.pieces.to_string(),
-                          self.sections.to_string(), self.stratum.to_string()])
+        parts = [f"kinkcheck: {self.verdict} ({self.reason})", self.pieces.to_string(),
+                 self.sections.to_string()]
+        return "\n".join(parts + ([self.stratum.to_string()] if len(self.stratum) else []))
 
 
 def _autograd(f: Callable, x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -288,7 +289,7 @@ def kinkcheck(
     sides = [_slopes(f, x, eye[i].reshape(x.shape), eps) for i in range(n)]
     exact = all(s[2] for s in sides)
     sections = pd.DataFrame({"g": g.reshape(-1).tolist(), "left": [s[0] for s in sides],
-                             "right": [s[1] for s in sides]})
+                             "right": [s[1] for s in sides]}) + 0.0  # + 0.0: no -0.0
     sections.index.name = "coordinate"
     found: dict[tuple, tuple[torch.Tensor, str]] = {}
     if n == 1:

@@ -7,6 +7,7 @@ from mtlib.activations import relu_z
 from mtlib.census import (
     Case,
     CensusRecord,
+    by_convention,
     format_jacobian,
     kink_derivatives,
     relu_formulations,
@@ -24,13 +25,20 @@ def records():
 
 
 def _ops(records, pred):
-    return sorted(op for (op, _), r in records.items() if pred(r))
+    return sorted({op for (op, _), r in records.items() if pred(r)})
+
+
+def _kinks(records, pred):
+    return sorted(key for key, r in records.items() if pred(r))
+
+
+SCATTER = "scatter_reduce('amax', include_self=False)"
 
 
 def test_records_are_complete_and_unique(records):
     from mtlib.census.cases import CASES
 
-    assert len(records) == len(CASES) >= 60  # one record per case, no (op, kink) twice
+    assert len(records) == len(CASES) == 82  # one record per case, no (op, kink) twice
     assert all(isinstance(r, CensusRecord) for r in records.values())
     assert all(len(r.reverse) >= 1 and all(len(row) >= 1 for row in r.reverse) for r in records.values())
 
@@ -73,13 +81,54 @@ def test_forward_reverse_disagreements(records):
 
 
 def test_invalid_records(records):
-    assert _ops(records, lambda r: not r.valid) == [
-        "scatter_reduce('amax', include_self=False)", "torch.logsumexp(x, 0)"]
+    assert _kinks(records, lambda r: not r.valid) == [
+        (SCATTER, "self = src = (0, 0, 0)"), (SCATTER, "self = src_i = t = -2.5"),
+        (SCATTER, "self = src_i = t = 0"), (SCATTER, "self = src_i = t = 1"),
+        (SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"),
+        ("torch.logsumexp(x, 0)", "x = (-inf, -inf), outside R^n")]
     forward_invalid = _ops(records, lambda r: r.forward_valid is False)
     assert forward_invalid == ["F.lp_pool1d(x, 2, 2)", "torch.logsumexp(x, 0)"]
-    scatter = records["scatter_reduce('amax', include_self=False)", "src = (0, 0, 0), self = 0"]
-    assert scatter.reverse == ((0.25, 0.25, 0.25),) and sum(scatter.reverse[0]) == 0.75
-    assert _ops(records, lambda r: r.valid and not r.clarke) == []
+    # valid but not Clarke-valid: the src-only view at src = self = 0 (the stratum is the point)
+    assert _kinks(records, lambda r: r.valid and not r.clarke) == [(SCATTER, "src = (0, 0, 0), self = 0")]
+
+
+def test_scatter_reduce_amax_without_self(records):
+    """Referee report S1-1, A1: src-only valid at a point; jointly invalid; wrong where differentiable."""
+    src = records[SCATTER, "src = (0, 0, 0), self = 0"]
+    assert src.variables == "src (self = 0 fixed)" and src.reverse == ((0.25, 0.25, 0.25),)
+    assert (src.valid, src.clarke, src.forward) == (True, False, ((1 / 3, 1 / 3, 1 / 3),))
+    joint = records[SCATTER, "self = src = (0, 0, 0)"]
+    assert joint.variables == "(self, src)" and joint.reverse == ((0.0, 0.25, 0.25, 0.25),)
+    for t in ("0", "1", "-2.5"):  # f(t) = t, autograd 3/4 at every t
+        line = records[SCATTER, f"self = src_i = t = {t}"]
+        assert (line.reverse, line.forward, line.valid) == (((0.75,),), ((1.0,),), False)
+    smooth = records[SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"]
+    assert (smooth.reverse, smooth.forward) == (((0.5, 0.0, 0.0),), ((1.0, 0.0, 0.0),))
+
+
+def test_every_row_names_its_variables(records):
+    assert {r.variables for r in records.values()} == {
+        "x", "(x, y)", "(x, y, z)", "X (2 x 2)", "weight (3 x 1)", "src (self = 0 fixed)", "(self, src)",
+        "t (self = src_i = t)"}
+
+
+def test_partial_ties(records):
+    assert records["torch.max(x, dim=0)", "x = (0, 0, -1)"].reverse == ((1.0, 0.0, 0.0),)
+    assert records["torch.max(x, dim=0)", "x = (-1, 0, 0)"].reverse == ((0.0, 1.0, 0.0),)
+    assert records["torch.amax(x)", "x = (0, 0, -1)"].reverse == ((0.5, 0.5, 0.0),)
+    assert records["torch.median(x, dim=0)", "x = (0, 1, 0)"].rule == "last"
+    assert records["torch.sort(x)", "x = (0, 0, -1)"].rule == "per output: unique, first, last"
+    points = ("x = (0, 0, -1)", "x = (-1, 0, 0)", "x = (0, 0, 1)", "x = (0, 1, 0)", "x = (0, -1, 0)")
+    partial = [r for (_, kink), r in records.items() if kink in points]
+    assert len(partial) == 12 and all(r.valid and r.clarke for r in partial)
+
+
+def test_condensed_view(records):
+    view = by_convention(to_frame(list(records.values())))
+    assert view["cases"].sum() == len(records)
+    assert list(view.columns) == ["cases", "operations", "valid", "clarke"]
+    assert view.loc["first", "cases"] == 22 and view.loc["left piece", "cases"] == 15
+    assert view.loc["per output: one tied entry each", "operations"] == "torch.topk(x, 2); torch.sort(x)"
 
 
 def test_elementwise_verdicts_match_kinkcheck(records):
@@ -88,8 +137,9 @@ def test_elementwise_verdicts_match_kinkcheck(records):
     for case in CASES:
         if case.kind == "elementwise":
             report = kinkcheck(lambda t, f=case.f: f(t).reshape(()), torch.tensor(case.x, dtype=F64))
-            assert (report.verdict == "Clarke-valid") == records[case.op, case.kink].clarke, case.op
-            assert not report.rejected or case.op == "x with gradient 0", case.op
+            rec = records[case.op, case.kink]
+            assert (report.verdict == "Clarke-valid") == rec.clarke, case.op
+            assert report.rejected == (not rec.valid), case.op  # only the scatter line, f(t) = t
 
 
 @pytest.mark.parametrize(
@@ -106,7 +156,8 @@ def test_elementwise_judge_at_a_smooth_point():
     good, bad = run([Case("relu_z", "x = 1", lambda x: relu_z(x, 0.5), (1.0,)),
                      Case("x with gradient 0", "x = 1", lambda x: x.detach() + 0 * x, (1.0,))])
     assert (good.rule, good.clarke) == ("the derivative (smooth here)", True)
-    assert (bad.rule, bad.clarke, bad.valid) == ("not the derivative (smooth here)", False, True)
+    # differentiable at x: the stratum is an open interval, only the derivative is valid there
+    assert (bad.rule, bad.clarke, bad.valid) == ("not the derivative (smooth here)", False, False)
 
 
 def test_ties_judge_normal_component_and_bad_weights():
@@ -153,7 +204,7 @@ def test_run_rejects_bad_cases():
 
 def test_frame_and_formatting(records):
     frame = to_frame(list(records.values()))
-    assert list(frame.columns) == ["op", "kink", "reverse", "forward", "rule", "valid", "clarke",
+    assert list(frame.columns) == ["op", "kink", "variables", "reverse", "forward", "rule", "valid", "clarke",
                                    "forward valid", "agree"]
     assert len(frame) == len(records)
     assert format_jacobian(None) == "n/a"

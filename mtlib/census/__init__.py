@@ -1,10 +1,13 @@
 """A census of PyTorch's derivatives at kinks: is each one an associated gradient?
 
 Despres (2024, Sec 5) concludes that the gradient PyTorch's autodiff returns is always an
-associated gradient (Def 1, eq 7) of some piecewise representation of the function. The
-census checks that claim op by op on the installed torch: :func:`run` evaluates every op of
-``mtlib.census.cases.CASES`` at one of its nonsmooth points, in reverse mode (backward) and
-forward mode (``torch.func.jvp``), names the rule it follows and judges it.
+associated gradient (Def 1, eq 7) of some piecewise representation of the function. Pointwise
+that is vacuous (a point can be a piece of its own, so every vector is an associated gradient
+at one point); what can be checked is a *rule on a set*. The census checks the claim op by op
+on the installed torch: :func:`run` evaluates every op of ``mtlib.census.cases.CASES`` at one
+of its nonsmooth points (full and partial ties), in the variables the case names, in reverse
+mode (backward) and forward mode (``torch.func.jvp``), names the rule it follows and judges it
+on the stratum through the point where that rule is constant.
 
 Chapter: census.
 """
@@ -23,8 +26,8 @@ from mtlib.census.cases import CASES, KINDS, Case
 from mtlib.policy import tie_policy
 from mtlib.ties import TIE_RULES, check_tangent, max_weights
 
-__all__ = ["Case", "CensusRecord", "format_jacobian", "kink_derivatives", "relu_formulations", "run",
-           "to_frame"]
+__all__ = ["Case", "CensusRecord", "by_convention", "format_jacobian", "kink_derivatives",
+           "relu_formulations", "run", "to_frame"]
 
 _ATOL = 1e-6
 _EPS = 2.0**-27  # one-sided difference step: error ~1e-8 on the smooth pieces (elu, hardswish)
@@ -37,11 +40,14 @@ class CensusRecord:
     Attributes:
         op: the call, as written in PyTorch.
         kink: the nonsmooth point where it was evaluated.
+        variables: the variables differentiated in (every other argument is held fixed).
         reverse: the Jacobian from backward, as rows (one per output).
         forward: the Jacobian from ``torch.func.jvp``, or ``None`` without forward AD.
         rule: which associated gradient ``reverse`` is (and ``forward``, when they differ).
-        valid: ``reverse`` is an associated gradient (tangent condition, eq 15; any real
-            number for a one-variable kink, whose piece is the point itself, Sec 4.1).
+        valid: ``reverse`` is associated-valid on the stratum of the case: the tie stratum
+            (tangent condition, eq 15), the point itself for a one-variable kink or a norm at
+            0 (Sec 4.1: any finite value), an open interval at a point of differentiability
+            (the derivative only), or the case's ``stratum`` (``g . d = f'(x; d)`` along it).
         clarke: ``reverse`` also lies in Clarke's generalized gradient (a convex combination
             of the neighbouring pieces' gradients).
         forward_valid: ``forward`` is an associated gradient (``None`` without forward AD).
@@ -50,6 +56,7 @@ class CensusRecord:
 
     op: str
     kink: str
+    variables: str
     reverse: tuple[tuple[float, ...], ...]
     forward: tuple[tuple[float, ...], ...] | None
     rule: str
@@ -74,9 +81,9 @@ def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bo
         return False, False, "nan"
     left, right = left_right_slopes(lambda t: case.f(t).reshape(()), x, torch.ones_like(x), _EPS)
     lo, hi = min(left, right), max(left, right)
-    if hi - lo <= _ATOL:
+    if hi - lo <= _ATOL:  # differentiable: the stratum is an open interval, only f'(x) is valid
         exact = abs(v - left) <= _ATOL
-        return True, exact, f"{'' if exact else 'not '}the derivative (smooth here)"
+        return exact, exact, f"{'' if exact else 'not '}the derivative (smooth here)"
     lam = (v - right) / (left - right)
     names = {1.0: "left piece", 0.0: "right piece", 0.5: "mean of the two pieces"}
     rule = next((n for c, n in names.items() if abs(lam - c) <= _ATOL), None)
@@ -87,7 +94,7 @@ def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bo
 
 def _tie_rule(mask: torch.Tensor, w: torch.Tensor) -> str:
     y = torch.where(mask, 0.0, -1.0).to(torch.float64)
-    if int(mask.sum()) == 1:
+    if int(mask.sum()) == 1 and torch.allclose(w, max_weights(y, "first"), atol=_ATOL, rtol=0):
         return "unique"
     for name in TIE_RULES:
         if torch.allclose(w, max_weights(y, name), atol=_ATOL, rtol=0):
@@ -129,6 +136,20 @@ def _windows(f: Callable, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(f(x + e).reshape(-1) != y) | (f(x - e).reshape(-1) != y) for e in bumps], dim=1)
 
 
+def _along_stratum(case: Case, x: torch.Tensor, g: torch.Tensor) -> bool:
+    """``g_k . d = f_k'(x; d)`` for every output ``k`` and every direction ``d`` of ``case.stratum``."""
+    for d in case.stratum:
+        d = torch.tensor(d, dtype=x.dtype)
+        for k in range(g.shape[0]):
+            left, right = left_right_slopes(lambda t, k=k: case.f(t).reshape(-1)[k], x, d, _EPS)
+            if abs(right - left) > _ATOL:
+                raise ValueError(f"run: case {case.op!r} is not differentiable along its `stratum` "
+                                 f"{d.tolist()}")
+            if abs(float(g[k] @ d) - right) > _ATOL:
+                return False
+    return True
+
+
 def _judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, str]:
     if case.kind == "elementwise":
         return _judge_elementwise(case, x, g)
@@ -140,7 +161,10 @@ def _judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool, st
         raise ValueError(f"run: `masks` of case {case.op!r} must hold one row of {g.shape[1]} flags per "
                          f"output ({g.shape[0]}), got shape {tuple(masks.shape)}")
     signs = torch.tensor(case.signs or (1.0,) * x.numel(), dtype=g.dtype)
-    return _judge_ties(masks, signs, g)
+    valid, clarke, rule = _judge_ties(masks, signs, g)
+    if case.stratum is not None and bool(torch.isfinite(g).all()):
+        valid = _along_stratum(case, x, g)
+    return valid, clarke, rule
 
 
 def _rows(jac: torch.Tensor) -> tuple[tuple[float, ...], ...]:
@@ -158,26 +182,30 @@ def _record(case: Case) -> CensusRecord:
         agree = bool(torch.allclose(rev, fwd, atol=_ATOL, rtol=0, equal_nan=True))
         if not agree:
             rule = f"reverse: {rule}; forward: {forward_rule}"
-    return CensusRecord(case.op, case.kink, _rows(rev), None if fwd is None else _rows(fwd),
+    return CensusRecord(case.op, case.kink, case.variables, _rows(rev), None if fwd is None else _rows(fwd),
                         rule, valid, clarke, forward_valid, agree)
 
 
 def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
     """Run the census: one :class:`CensusRecord` per :class:`Case` (default: PyTorch's ops).
 
-    For each op at its kink ``x``: the Jacobian from backward and from ``torch.func.jvp``
-    (float64), the rule it follows and three verdicts. One variable (Sec 4.1): every finite
-    value is an associated derivative (the point is a piece with ``f^3(x) = z x``), and it is
+    For each op at its kink ``x``, differentiated in ``case.variables``: the Jacobian from
+    backward and from ``torch.func.jvp`` (float64), the rule it follows and three verdicts, each
+    on a stated set. One variable at a kink (Sec 4.1): the stratum is the point, where every
+    finite value is an associated derivative (the point is a piece with ``f^3(x) = z x``); it is
     Clarke-valid iff it lies between the one-sided derivatives, the rule naming the piece it
-    copies. Ties of max/min/order statistics (Sec 4.2-4.3): associated iff the weights vanish
-    off the tie set and sum to 1 on it (:func:`mtlib.check_tangent`, eq 15), Clarke-valid iff
-    moreover non-negative; the rule is ``first``, ``last``, ``uniform`` (eq 20),
-    ``index k`` or the weights. Norms at 0: associated iff finite, Clarke-valid iff in the
+    copies. One variable at a point of differentiability: valid iff it is the derivative.
+    Ties of max/min/order statistics (Sec 4.2-4.3), for a rule that depends only on the tie
+    pattern: associated-valid on the tie stratum iff the weights vanish off the tie set and
+    sum to 1 on it (:func:`mtlib.check_tangent`, eq 15), Clarke-valid iff moreover
+    non-negative; the rule is ``first``, ``last``, ``uniform`` (eq 20), ``index k`` or the
+    weights. A case with its own ``stratum`` (a rule constant on another set): valid iff
+    ``g . d = f'(x; d)`` along it. Norms at 0: associated iff finite, Clarke-valid iff in the
     dual unit ball. NaN is never valid.
 
     Args:
         cases: the ops and kinks to visit; ``None`` for the built-in list
-            ``mtlib.census.cases.CASES`` (about 65 PyTorch ops). Pass your own
+            ``mtlib.census.cases.CASES`` (82 kinks of PyTorch ops). Pass your own
             :class:`Case` objects to census your own functions.
 
     Returns:
@@ -239,12 +267,34 @@ def format_jacobian(rows: tuple[tuple[float, ...], ...] | None) -> str:
 def to_frame(records: list[CensusRecord]) -> pd.DataFrame:
     """The census as a table: Jacobians formatted by :func:`format_jacobian`, one row per record."""
     data = [
-        {"op": r.op, "kink": r.kink, "reverse": format_jacobian(r.reverse),
+        {"op": r.op, "kink": r.kink, "variables": r.variables, "reverse": format_jacobian(r.reverse),
          "forward": format_jacobian(r.forward), "rule": r.rule, "valid": r.valid,
          "clarke": r.clarke, "forward valid": r.forward_valid, "agree": r.agree}
         for r in records
     ]
     return pd.DataFrame(data)
+
+
+def by_convention(frame: pd.DataFrame) -> pd.DataFrame:
+    """The condensed census: one row per reverse-mode convention (the ``rule`` before any
+    ``"; forward: ..."``; the ``"per output: ..."`` rules of sort/topk as one), with the number
+    of cases, the ops (each once, in table order, separated by ``"; "``) and how many cases are valid and Clarke-valid.
+
+    Examples:
+        >>> view = by_convention(to_frame(run()))
+        >>> view.loc["uniform", "operations"].split("; ")[:3]
+        ['torch.maximum(x, y)', 'torch.minimum(x, y)', 'torch.max(x)']
+    """
+    convention = frame["rule"].str.replace("reverse: ", "", regex=False).str.split("; forward").str[0]
+    convention = convention.mask(convention.str.startswith("per output"), "per output: one tied entry each")
+    grouped = frame.assign(convention=convention).groupby("convention", sort=False)
+    view = pd.DataFrame({
+        "cases": grouped.size(),
+        "operations": grouped["op"].agg(lambda ops: "; ".join(dict.fromkeys(ops))),
+        "valid": grouped["valid"].sum(),
+        "clarke": grouped["clarke"].sum(),
+    })
+    return view.sort_values("cases", ascending=False, kind="stable")
 
 
 def relu_formulations() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
