@@ -98,3 +98,21 @@ def _chapter_state(device: str):
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
+
+
+def square_point(a: float) -> dict:
+    """The sweeps chapter's demonstration point as a function: refuses ``a < 0``, records ``a**2``.
+
+    The function form of the chapter's three-cell notebook, whose cost is all overhead; the
+    chapter times both forms with it.
+
+    Raises:
+        ValueError: ``a < 0``, with the notebook's message.
+
+    Examples:
+        >>> square_point(3.0)
+        {'square': 9.0}
+    """
+    if a < 0:
+        raise ValueError(f"a must be >= 0, got {a}")
+    return {"square": a * a}
