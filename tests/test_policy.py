@@ -228,6 +228,37 @@ def test_with_indices_functions_return_pairs_under_policy(rule):
     assert got[1].tolist() == want and got2d[1].squeeze(1).tolist() == want
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_3d_and_adaptive_pools_and_modules_follow_the_rule(rule):
+    """An nn model with MaxPool3d and AdaptiveMaxPool1d/2d/3d, unedited, gets the rule in every
+    pool under the policy: same values as PyTorch, mtlib's gradient for that rule."""
+    import mtlib.maxpool as mp
+
+    x = torch.randint(-1, 2, (2, 2, 4, 5, 6)).to(F64)
+    model = [torch.nn.MaxPool3d(2, 1, 1), torch.nn.AdaptiveMaxPool3d((2, 3, 2)),
+             lambda y: torch.nn.AdaptiveMaxPool2d(2)(y.flatten(2, 3)),
+             lambda y: torch.nn.AdaptiveMaxPool1d(3)(y.flatten(2, 4))]
+    mine = [lambda y: mp.max_pool3d(y, 2, 1, 1, ties=rule),
+            lambda y: mp.adaptive_max_pool3d(y, (2, 3, 2), ties=rule),
+            lambda y: mp.adaptive_max_pool2d(y.flatten(2, 3), 2, ties=rule),
+            lambda y: mp.adaptive_max_pool1d(y.flatten(2, 4), 3, ties=rule)]
+    for torch_pool, mtlib_pool in zip(model, mine):
+        xp, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
+        with tie_policy(rule):
+            yp = torch_pool(xp)
+        ym = mtlib_pool(xm)
+        assert torch.equal(yp, ym) and torch.equal(yp.detach(), torch_pool(x))
+        g = torch.randn(ym.shape, dtype=F64)
+        yp.backward(g)
+        ym.backward(g)
+        assert torch.equal(xp.grad, xm.grad)
+    if rule != "uniform":  # "uniform" has no single selected entry, so no indices
+        with tie_policy(rule):
+            pair = F.adaptive_max_pool2d_with_indices(x[:, :, 0], 2)
+            pair3 = F.max_pool3d(x, 2, return_indices=True)
+        assert isinstance(pair, tuple) and pair[1].dtype == torch.int64 and len(pair3) == 2
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.lists(st.integers(-1, 1), min_size=12, max_size=12), st.sampled_from(RULES))
 def test_maxpool_values_equal_pytorch(values, rule):

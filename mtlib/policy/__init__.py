@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from mtlib.maxpool import max_pool1d, max_pool2d
+from mtlib.maxpool import (
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
 from mtlib.policy import _ops as ops
 from mtlib.ties import check_ties
 
@@ -97,6 +104,13 @@ def _pool_handler(pool, with_indices: bool = False):
     return handler
 
 
+def _adaptive_handler(pool, with_indices: bool = False):
+    def handler(rule, func, input, output_size, return_indices=False):
+        return pool(input, output_size, return_indices or with_indices, ties=rule)
+
+    return handler
+
+
 def _src(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     # an in-place op must not overwrite the tensor that its own backward saves
     return x.clone() if inplace else x
@@ -126,6 +140,14 @@ _HANDLERS = {
     F.max_pool1d_with_indices: _pool_handler(max_pool1d, with_indices=True),
     F.max_pool2d: _pool_handler(max_pool2d),
     F.max_pool2d_with_indices: _pool_handler(max_pool2d, with_indices=True),
+    F.max_pool3d: _pool_handler(max_pool3d),
+    F.max_pool3d_with_indices: _pool_handler(max_pool3d, with_indices=True),
+    F.adaptive_max_pool1d: _adaptive_handler(adaptive_max_pool1d),
+    F.adaptive_max_pool1d_with_indices: _adaptive_handler(adaptive_max_pool1d, with_indices=True),
+    F.adaptive_max_pool2d: _adaptive_handler(adaptive_max_pool2d),
+    F.adaptive_max_pool2d_with_indices: _adaptive_handler(adaptive_max_pool2d, with_indices=True),
+    F.adaptive_max_pool3d: _adaptive_handler(adaptive_max_pool3d),
+    F.adaptive_max_pool3d_with_indices: _adaptive_handler(adaptive_max_pool3d, with_indices=True),
 }
 
 
@@ -173,9 +195,9 @@ def tie_policy(rule: str) -> TiePolicy:
 
     ``hardtanh(x, a, b)`` and ``relu6(x) = clamp(x, 0, 6)`` like ``clamp``, ``clamp_min`` and
     ``clamp_max`` as one-sided clamps, ``max``/``amax``/``min``/``amin`` over the entries of
-    the reduced dimensions in row-major order, ``F.max_pool1d``/``F.max_pool2d`` (and
-    ``nn.MaxPool1d``/``2d``) over each window in row-major order, through
-    :func:`mtlib.maxpool.max_pool2d` with ``ties=rule``. So at ``x = 0``
+    the reduced dimensions in row-major order, ``F.max_pool1d``/``2d``/``3d`` and
+    ``F.adaptive_max_pool1d``/``2d``/``3d`` (and their ``nn`` modules, which call them) over each
+    window in row-major order, through :mod:`mtlib.maxpool` with ``ties=rule``. So at ``x = 0``
 
     .. math::
 
@@ -189,9 +211,9 @@ def tie_policy(rule: str) -> TiePolicy:
     ``"uniform"``). Intercepted: ``torch.relu``/``relu_``, ``F.relu``, ``F.relu6``,
     ``F.hardtanh`` (also ``inplace=True``), ``clamp``/``clip`` (and in-place, tensor or
     number bounds), ``clamp_min``, ``clamp_max``, ``maximum``, ``minimum``, ``abs``,
-    ``max``, ``min``, ``amax``, ``amin``, as functions and ``Tensor`` methods, and 1-d/2-d
-    max pooling, for floating-point inputs. Comparisons (``torch.where(x > 0, ...)``, Python
-    ``if``), ``max_pool3d``, adaptive and fractional pooling are not intercepted; max pooling
+    ``max``, ``min``, ``amax``, ``amin``, as functions and ``Tensor`` methods, and 1-d/2-d/3-d
+    and adaptive max pooling, for floating-point inputs. Comparisons (``torch.where(x > 0,
+    ...)``, Python ``if``), fractional max pooling and ``max_unpool`` are not intercepted; max pooling
     under ``"last"``/``"uniform"`` has no forward-mode AD, and ``"uniform"`` no
     ``return_indices``. Modes nest (the innermost rule applies) and are removed on exit, also
     when an exception leaves the block. Forward values equal PyTorch's.
