@@ -1,23 +1,33 @@
-"""Forward + backward time of mtlib's tie-aware max pool as a ratio to PyTorch's, same run.
+"""Forward + backward time of mtlib's tie-aware max pools as a ratio to PyTorch's, same run.
 
-For each case (shape, kernel, stride, padding), dtype and input kind, every implementation runs
-``y = pool(x); y.backward(g)`` ``--reps`` times, interleaved with PyTorch's native
-``max_pool{1,2}d`` so that machine load hits all of them alike; the table reports the median
-time and its ratio to the native median. Implementations: ``native`` (PyTorch), ``first``,
-``last``, ``uniform`` (``mtlib.max_pool{1,2}d(..., ties=...)``, backend ``auto``: PyTorch's own
-kernel for ``first``, Triton on CUDA, the vectorized PyTorch path on CPU) and ``naive_uniform``,
-the equal split users write today (unfold into windows, tie mask, weights mask / count; only
-for kernel = stride without padding). ``GBps`` is the essential traffic (read x, write y, read g,
-write the input gradient) over the median time: a lower bound of the achieved bandwidth.
+For each case (shape and window geometry: 1-d, 2-d, 3-d and adaptive pools), dtype and input
+kind, every implementation runs ``y = pool(x); y.backward(g)`` ``--reps`` times, interleaved
+with PyTorch's native ``max_pool{1,2,3}d`` / ``adaptive_max_pool{1,2,3}d`` so that machine load
+hits all of them alike; the table reports the median time and its ratio to the native median.
+Implementations: ``native`` (PyTorch), ``first``, ``last``, ``uniform`` (mtlib with
+``ties=...``, backend ``auto``: PyTorch's own kernel for ``first``, Triton on CUDA, the
+vectorized PyTorch path on CPU) and ``naive_uniform``, the equal split users write today (unfold
+into windows, tie mask, weights mask / count; only for kernel = stride without padding).
+``GBps`` is the essential traffic (read x, write y, read g, write the input gradient) over the
+median time: a lower bound of the achieved bandwidth; on CUDA ``peak_GBps`` is the device's
+theoretical bandwidth (memory clock x bus width x 2), so ``GBps / peak_GBps`` is the fraction
+reached (that path is untested: no GPU was available when it was written).
 
-Usage: ``python benchmarks/maxpool.py [--quick] [--large] [--threads 2] [--device cpu|cuda]``;
-writes ``benchmarks/results/maxpool_<device>.csv`` and ``.png``.
+Each row records the machine: CPU model, ``torch.backends.cpu.get_cpu_capability()`` (the ATen
+vector ISA), the thread count and the ``ATEN_CPU_CAPABILITY``/``MKL_ENABLE_INSTRUCTIONS``/
+``ONEDNN_MAX_CPU_ISA`` settings, under ``setting`` (``--setting native`` or ``capped``).
+
+Usage: ``python benchmarks/maxpool.py [--quick] [--large] [--threads 2] [--device cpu|cuda]
+[--setting native] [--append]``; writes ``benchmarks/results/maxpool_<device>.csv`` and ``.png``
+(``--append`` adds the rows to an existing CSV, e.g. a capped-ISA run after a native one).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import platform
 import statistics
 import time
 
@@ -26,39 +36,77 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mtlib.maxpool import max_pool1d, max_pool2d
+import mtlib.maxpool as mp
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
-CASES = [  # name, input shape, kernel, stride, padding
-    ("k3s2p1 (32,64,56,56)", (32, 64, 56, 56), 3, 2, 1),
-    ("k2s2 (64,128,28,28)", (64, 128, 28, 28), 2, 2, 0),
-    ("k3s1 (8,3,224,224)", (8, 3, 224, 224), 3, 1, 0),
-    ("k2s2 small map (128,512,4,4)", (128, 512, 4, 4), 2, 2, 0),
-    ("1d k3s2p1 (32,128,2048)", (32, 128, 2048), 3, 2, 1),
-    ("1d k2s2 (16,64,4096)", (16, 64, 4096), 2, 2, 0),
+# name, input shape, geometry: (kernel, stride, padding) or ("adaptive", output_size)
+CASES = [
+    ("k3s2p1 (32,64,56,56)", (32, 64, 56, 56), (3, 2, 1)),
+    ("k2s2 (64,128,28,28)", (64, 128, 28, 28), (2, 2, 0)),
+    ("k3s1 (8,3,224,224)", (8, 3, 224, 224), (3, 1, 0)),
+    ("k2s2 small map (128,512,4,4)", (128, 512, 4, 4), (2, 2, 0)),
+    ("1d k3s2p1 (32,128,2048)", (32, 128, 2048), (3, 2, 1)),
+    ("1d k2s2 (16,64,4096)", (16, 64, 4096), (2, 2, 0)),
+    ("3d k2s2 video (8,32,16,56,56)", (8, 32, 16, 56, 56), (2, 2, 0)),
+    ("3d k3s2p1 video (4,32,16,56,56)", (4, 32, 16, 56, 56), (3, 2, 1)),
+    ("adaptive 2d ->(1,1) (64,512,7,7)", (64, 512, 7, 7), ("adaptive", (1, 1))),
+    ("adaptive 2d ->(12,12) (32,64,28,28)", (32, 64, 28, 28), ("adaptive", (12, 12))),
+    ("adaptive 1d ->100 (32,128,2048)", (32, 128, 2048), ("adaptive", (100,))),
+    ("adaptive 3d ->(4,7,7) (8,32,16,28,28)", (8, 32, 16, 28, 28), ("adaptive", (4, 7, 7))),
 ]
 LARGE_CASES = [  # inputs above 32 MB (float32): see benchmarks/README.md on allocation costs
-    ("large k3s2p1 (32,64,112,112)", (32, 64, 112, 112), 3, 2, 1),
-    ("large 1d k4s4 (32,128,2048)", (32, 128, 2048), 4, 4, 0),
+    ("large k3s2p1 (32,64,112,112)", (32, 64, 112, 112), (3, 2, 1)),
+    ("large 1d k4s4 (32,128,2048)", (32, 128, 2048), (4, 4, 0)),
 ]
 IMPLS = ("native", "first", "last", "uniform", "naive_uniform")
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_bandwidth_gbps() -> float:
+    """Theoretical memory bandwidth of the current CUDA device in GB/s (NaN if unknown)."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    clock_khz = getattr(props, "memory_clock_rate", None)
+    bus_bits = getattr(props, "memory_bus_width", None)
+    if not clock_khz or not bus_bits:
+        return float("nan")
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9
 
 
 def naive_uniform_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """The equal split among tied maxima as written by hand: kernel = stride, no padding."""
-    if x.dim() == 3:
-        windows = x.unfold(2, k, k)
-    else:
-        windows = x.unfold(2, k, k).unfold(3, k, k).flatten(-2)
+    windows = x
+    for d in range(2, x.dim()):
+        windows = windows.unfold(d, k, k)
+    windows = windows.flatten(x.dim())
     mask = windows == windows.amax(-1, keepdim=True)
     return (windows * (mask / mask.sum(-1, keepdim=True))).sum(-1)
 
 
-def implementations(dims: int, kernel: int, stride: int, padding: int):
-    native = F.max_pool1d if dims == 1 else F.max_pool2d
-    pool = max_pool1d if dims == 1 else max_pool2d
+def implementations(dims: int, geometry):
+    if geometry[0] == "adaptive":
+        size = geometry[1]
+        native = getattr(F, f"adaptive_max_pool{dims}d")
+        pool = getattr(mp, f"adaptive_max_pool{dims}d")
+        impls = {"native": lambda x: native(x, size)}
+        for ties in ("first", "last", "uniform"):
+            impls[ties] = lambda x, ties=ties: pool(x, size, ties=ties)
+        return impls
+    kernel, stride, padding = geometry
+    native = getattr(F, f"max_pool{dims}d")
+    pool = getattr(mp, f"max_pool{dims}d")
     impls = {"native": lambda x: native(x, kernel, stride, padding)}
     for ties in ("first", "last", "uniform"):
         impls[ties] = lambda x, ties=ties: pool(x, kernel, stride, padding, ties=ties)
@@ -94,15 +142,30 @@ def make_input(shape, dtype, kind: str, device: str, gen: torch.Generator) -> to
     return x.relu() if kind == "relu" else x
 
 
+def machine(args) -> dict:
+    """What the rows were measured on (issue 10: ratios depend on the CPU and its settings)."""
+    on_cuda = args.device == "cuda"
+    return dict(
+        device=args.device,
+        device_name=torch.cuda.get_device_name() if on_cuda else cpu_model(),
+        aten_capability=torch.backends.cpu.get_cpu_capability(),
+        threads=torch.get_num_threads(), setting=args.setting,
+        isa_env=" ".join(f"{v}={os.environ[v]}" for v in ISA_VARIABLES if v in os.environ),
+        torch=torch.__version__,
+        peak_GBps=round(peak_bandwidth_gbps(), 1) if on_cuda else float("nan"))
+
+
 def run_benchmarks(args) -> pd.DataFrame:
     device = args.device
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    info = machine(args)
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for case, shape, kernel, stride, padding in CASES + (LARGE_CASES if args.large else []):
+    for case, shape, geometry in CASES + (LARGE_CASES if args.large else []):
+        if args.cases and not any(key in case for key in args.cases):
+            continue
         dims = len(shape) - 2
-        impls = implementations(dims, kernel, stride, padding)
+        impls = implementations(dims, geometry)
         for dtype in args.dtypes:
             for kind in args.inputs:
                 x = make_input(shape, dtype, kind, device, gen)
@@ -113,14 +176,12 @@ def run_benchmarks(args) -> pd.DataFrame:
                 traffic = x.element_size() * 2 * (x.numel() + y.numel())
                 for impl, seconds in medians.items():
                     rows.append(dict(
-                        device=device, device_name=name, threads=torch.get_num_threads(),
-                        torch=torch.__version__, case=case, dims=dims, shape=str(shape),
-                        kernel=kernel, stride=stride, padding=padding,
-                        dtype=str(dtype).removeprefix("torch."), input=kind, impl=impl,
-                        median_ms=round(seconds * 1e3, 4),
+                        **info, case=case, dims=dims, shape=str(shape),
+                        geometry=str(geometry), dtype=str(dtype).removeprefix("torch."),
+                        input=kind, impl=impl, median_ms=round(seconds * 1e3, 4),
                         ratio_to_native=round(seconds / medians["native"], 3),
                         GBps=round(traffic / seconds / 1e9, 2)))
-                print(f"{case:30s} {rows[-1]['dtype']:9s} {kind:6s} " + "  ".join(
+                print(f"{case:38s} {rows[-1]['dtype']:9s} {kind:6s} " + "  ".join(
                     f"{impl} {medians[impl] / medians['native']:.2f}" for impl in medians),
                     flush=True)
     return pd.DataFrame(rows)
@@ -151,8 +212,9 @@ def plot(df: pd.DataFrame, path: pathlib.Path) -> None:
             ax.set_ylabel("forward+backward time / PyTorch native")
     axes[0][0].legend(fontsize=8)
     device = df.device_name.iloc[0]
-    fig.suptitle(f"mtlib max pool vs PyTorch native ({device}, {df.threads.iloc[0]} threads, "
-                 f"median of repeated runs)")
+    fig.suptitle(f"mtlib max pool vs PyTorch native ({device}, ATen "
+                 f"{df.aten_capability.iloc[0]}, {df.threads.iloc[0]} threads, median of "
+                 "repeated runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -169,18 +231,26 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(__file__).parent / "results")
+    parser.add_argument("--setting", default="native",
+                        help="label of the CPU settings (native, capped), stored in the CSV")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated substrings: only the cases whose name has one")
+    parser.add_argument("--append", action="store_true", help="add rows to an existing CSV")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.reps = args.reps or (5 if args.quick else 21)
     names = args.dtypes or ("float32,bfloat16" if args.quick else "float32,bfloat16,float16")
     args.dtypes = [getattr(torch, name) for name in names.split(",")]
     args.inputs = ["randn"] if args.quick else ["randn", "relu"]
+    args.cases = args.cases.split(",") if args.cases else None
     df = run_benchmarks(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"maxpool_{args.device}"
+    if args.append and stem.with_suffix(".csv").exists():
+        df = pd.concat([pd.read_csv(stem.with_suffix(".csv")), df], ignore_index=True)
     df.to_csv(stem.with_suffix(".csv"), index=False)
-    plot(df, stem.with_suffix(".png"))
-    table = df.pivot_table(index=["case", "dtype", "input"], columns="impl",
+    plot(df[df.setting == df.setting.iloc[0]], stem.with_suffix(".png"))
+    table = df.pivot_table(index=["setting", "case", "dtype", "input"], columns="impl",
                            values="ratio_to_native", sort=False)
     print(table[[i for i in IMPLS if i in table.columns]].to_string())
     print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
