@@ -44,7 +44,14 @@ def first_sign(s: torch.Tensor) -> torch.Tensor:
 def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``fsign(v, t_1, ..., t_k)``: the sign of the first nonzero of ``(v, t_1, ..., t_k)``,
     the sign of the perturbed point (Khan & Barton 2015, eq (9) for ``abs``)."""
-    return torch.where(v != 0, torch.sign(v), first_sign(torch.sign(t)))
+    zero = v == 0
+    if not bool(zero.any()):
+        return torch.sign(v)
+    if t.shape[0] == 1 or zero.all():
+        return torch.where(zero, first_sign(torch.sign(t)), torch.sign(v))
+    signs = torch.sign(v)  # the tangents matter only at the zeros of v
+    t = t.expand(t.shape[0], *v.shape)
+    return signs.masked_scatter(zero, first_sign(torch.sign(t[:, zero])))
 
 
 def lexcmp(va, ta, vb, tb) -> torch.Tensor:
@@ -70,18 +77,25 @@ def lexmin(va, ta, vb, tb) -> torch.Tensor:
 def winners(v: torch.Tensor, t: torch.Tensor, dim: int, mask: torch.Tensor | None = None):
     """Mask of the lexicographic maxima of ``(v, t)`` along ``dim`` (``dim >= 0`` of ``v``).
 
-    Start from the tie set ``T = {i : v_i = max v}`` (or ``mask``, a candidate set), keep the
-    entries with the largest ``t_1`` on it, then the largest ``t_2`` among those, and so on
-    (the lexicographic maximum of Nesterov 2005, Sec 2). The loop stops as soon as every
-    slice has at most one candidate left: away from ties it runs no step at all.
+    Start from the tie set ``T = {i : v_i = max v}`` (or ``mask``, a candidate set); among the
+    candidates of a slice, the first tangent column in which they differ decides: keep those
+    largest in it, and repeat (the lexicographic maximum of Nesterov 2005, Sec 2). Candidates
+    that agree in every column are equivalent and all kept. Each round removes a candidate from
+    every slice still undecided, so there are fewer rounds than candidates; away from ties
+    there is none.
     """
     if mask is None:
         mask = v == v.amax(dim=dim, keepdim=True)
-    for j in range(t.shape[0]):
-        if bool((mask.sum(dim=dim) <= 1).all()):
+    while bool((mask.sum(dim=dim) > 1).any()):
+        high = t.masked_fill(~mask, NEG_INF).amax(dim=dim + 1, keepdim=True)
+        low = t.masked_fill(~mask, float("inf")).amin(dim=dim + 1, keepdim=True)
+        varies = high != low  # (k, ..., 1, ...): candidates differ in this column
+        undecided = varies.any(dim=0)
+        if not bool(undecided.any()):
             break
-        tj = t[j].masked_fill(~mask, NEG_INF)
-        mask = mask & (tj == tj.amax(dim=dim, keepdim=True))
+        column = first_index(varies, 0).expand(1, *t.shape[1:])
+        deciding = t.gather(0, column)[0].masked_fill(~mask, NEG_INF)
+        mask = mask & ((deciding == deciding.amax(dim=dim, keepdim=True)) | ~undecided)
     return mask
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import mtlib.maxpool  # noqa: F401  (defines the torch.ops.mtlib pool operators registered below)
 from mtlib.directional._dual import funcs_named, op_name, primals, register_rule, split
 from mtlib.directional._kinks import finish
-from mtlib.directional._order import NEG_INF, lex_max_along
+from mtlib.directional._order import NEG_INF, first_index, lex_max_along, winners
 
 
 def _ntuple(value, nd: int) -> tuple:
@@ -50,15 +50,31 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
         need = (out_sizes[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1
         pads += [p[i], max(p[i], need - sizes[i] - p[i])]
     t = t.expand(t.shape[0], *v.shape)
-    windows = [F.pad(v, pads, value=NEG_INF), F.pad(torch.ones_like(v), pads), F.pad(t, pads)]
-    bases = [w.dim() - nd for w in windows]
-    for i in range(nd):
-        span = d[i] * (k[i] - 1) + 1
-        windows = [w.unfold(b + i, span, s[i]).narrow(b + i, 0, out_sizes[i])
-                   for w, b in zip(windows, bases)]
+    padded = [F.pad(v, pads, value=NEG_INF), F.pad(torch.ones_like(v), pads), F.pad(t, pads)]
+    spatial = padded[0].shape[v.dim() - nd:]
+    position = torch.arange(math.prod(spatial), device=v.device).reshape(spatial)
     dilate = (Ellipsis,) + tuple(slice(None, None, di) for di in d)
-    wv, valid, wt = (w[dilate].flatten(-nd) for w in windows)
-    return _window_max(wv, valid > 0, wt, out)
+
+    def cut(w, flat=True):  # the windows of w: (..., *out_sizes, window size); a view unless flat
+        base = w.dim() - nd
+        for i in range(nd):
+            span = d[i] * (k[i] - 1) + 1
+            w = w.unfold(base + i, span, s[i]).narrow(base + i, 0, out_sizes[i])
+        return w[dilate].flatten(-nd) if flat else w[dilate]
+
+    wv, valid, where = cut(padded[0]), cut(padded[1]) > 0, cut(position)
+    tie = (wv == out.unsqueeze(-1)) & valid
+    several = tie.sum(dim=-1) > 1
+    if bool(several.any()):  # ties in value: the tangents decide, on the tied windows only
+        tie = tie.clone()
+        tangents = cut(padded[2], flat=False)[:, several].flatten(-nd)  # copies the tied windows only
+        tie[several] = winners(wv[several], tangents, 1, mask=tie[several])
+    # the winner's position in the padded input, then its tangents: O(k * outputs), no k windows
+    flat = where.expand(wv.shape).gather(-1, first_index(tie, -1)).flatten(v.dim() - nd)
+    lead = padded[2].flatten(-nd)
+    tangent = lead.gather(-1, flat.unsqueeze(0).expand(lead.shape[0], *flat.shape))
+    tangent = tangent.reshape(lead.shape[0], *out.shape)
+    return torch.where(tie.any(dim=-1), tangent, 0.0)  # a window of padding only: constant -inf
 
 
 def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
