@@ -88,7 +88,7 @@ def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
     status = sweeps.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", csv_path])
     assert status == 1
     printed = capsys.readouterr().out
-    assert "tiny: 1 runs, 1 failed" in printed
+    assert "tiny: 1 runs, 0 cached, 1 failed" in printed
     assert "run 0 failed: ValueError: a must be >= 0, got -5.0" in printed
     assert (tmp_path / "o" / "results.csv").is_file()
     assert pd.read_csv(tmp_path / "d" / "t.csv")["status"].tolist() == ["failed"]
@@ -372,7 +372,7 @@ def dask_cluster(tmp_path_factory):
     try:
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
                 distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                         dashboard_address=None) as cluster, \
+                                         dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as client:
             yield client, spec
     finally:
@@ -464,6 +464,24 @@ def test_function_sweep_on_the_local_pool(tmp_path):
     assert table["pid"].iloc[0] != os.getpid()
     with pytest.raises(TypeError, match="map_grid: `jobs` must be an int"):
         map_grid(marked_point, grid, jobs=1.0)
+
+
+def test_cli_runs_both_forms_on_a_dask_scheduler(tmp_path, dask_cluster, monkeypatch, capsys):
+    client, _ = dask_cluster
+    nb = light_notebook(tmp_path / "light.ipynb")
+    grid = {"a": [2.0], "marks": [str(tmp_path)]}
+    monkeypatch.setitem(sweeps.SWEEPS, "light", sweeps.Sweep(str(nb), grid, "one point", marked_point))
+    address = client.scheduler.address
+    assert sweeps.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
+    assert sweeps.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
+    assert sweeps.main(["light", "--scheduler", address, "--function", "--out", str(tmp_path / "fn")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(", ")[:3] for line in printed] == [
+        ["light: 1 runs", "0 cached", "0 failed"], ["light: 1 runs", "1 cached", "0 failed"],
+        ["light: 1 runs", "0 cached", "0 failed"],
+    ]
+    assert runs_of(tmp_path, 2.0) == 2  # the notebook once (then cached), the function once
+    assert pd.read_csv(tmp_path / "fn" / "results.csv")["square"].tolist() == [4.0]
 
 
 # The smallest training point at which the chapter's own asserts hold (they need about 40 float16
