@@ -130,7 +130,7 @@ for _fn, _dims in ((max_pool1d, "L"), (max_pool2d, "H, W"), (max_pool3d, "D, H, 
         "{args}", _ARGS_DOC.format(dims=_dims, torch_fn=_fn.__name__))
 
 
-def _adaptive(n: int, input, output_size, return_indices, ties, backend, counts_only=False):
+def _adaptive_pool(n: int, input, output_size, return_indices, ties, backend, counts_only=False):
     fn = f"adaptive_max_pool{n}d"
     args = adaptive_args(fn, n, output_size, return_indices, ties, backend)
     return _pool(fn, n, input, args, return_indices, counts_only, adaptive=True)
@@ -146,7 +146,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False, *, ties="first
         >>> x.grad.tolist()
         [[0.5, 0.5, 0.0, 0.5, 0.5]]
     """
-    return _adaptive(1, input, output_size, return_indices, ties, backend)
+    return _adaptive_pool(1, input, output_size, return_indices, ties, backend)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False, *, ties="first",
@@ -182,7 +182,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False, *, ties="first
     References:
         Despres (2024), Sec 4.3 (eqs 17-20); book chapter ``maxpool``.
     """
-    return _adaptive(2, input, output_size, return_indices, ties, backend)
+    return _adaptive_pool(2, input, output_size, return_indices, ties, backend)
 
 
 def adaptive_max_pool3d(input, output_size, return_indices=False, *, ties="first",
@@ -196,7 +196,7 @@ def adaptive_max_pool3d(input, output_size, return_indices=False, *, ties="first
         >>> x.grad.sum().item()
         1.0
     """
-    return _adaptive(3, input, output_size, return_indices, ties, backend)
+    return _adaptive_pool(3, input, output_size, return_indices, ties, backend)
 
 
 def window_tie_counts(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -254,7 +254,7 @@ def adaptive_tie_counts(input, output_size, *, backend="auto") -> torch.Tensor:
     """
     n = len(output_size) if isinstance(output_size, (tuple, list)) else 2
     with torch.no_grad():
-        return _adaptive(n, input, output_size, False, "uniform", backend, counts_only=True)
+        return _adaptive_pool(n, input, output_size, False, "uniform", backend, counts_only=True)
 
 
 class _MaxPoolNd(torch.nn.Module):
@@ -327,7 +327,7 @@ class _AdaptiveMaxPoolNd(torch.nn.Module):
         self.ties, self.backend = ties, backend
 
     def forward(self, input):
-        return _adaptive(self._dims, input, self.output_size, self.return_indices, self.ties,
+        return _adaptive_pool(self._dims, input, self.output_size, self.return_indices, self.ties,
                          self.backend)
 
     def extra_repr(self) -> str:

@@ -2,19 +2,22 @@
 
 Adaptive windows (:func:`mtlib.maxpool._geometry.adaptive_axis`: output ``o`` of ``out`` reads
 ``[floor(o L / out), ceil((o + 1) L / out))``) do not lie on a stride grid, so the stride phases
-of :mod:`mtlib.maxpool._torch` do not apply. Instead, per axis:
+of :mod:`mtlib.maxpool._torch` do not apply. Instead:
 
-* forward, one tap at a time (row-major): the tap's input index for every output (a window
-  shorter than the longest reads its own first entry there, harmless for the max) and a mask of
-  the outputs whose window holds the tap; ``m = max`` over taps, then the tie count or the
-  selected tap exactly as in the strided backend (first max / last NaN for ``"first"``);
+* forward: one ``index_select`` per axis gathers every window into a tensor
+  ``(N, C, oD, kD, oH, kH, oW, kW)`` (a window shorter than the longest repeats its first entry
+  in the missing taps, harmless for the max and masked out of the ties); ``m`` is its ``amax``
+  over the taps, the tie count is the number of valid taps equal to ``m`` (NaN taps in a NaN
+  window), and the selected tap the first (``"first"``) or last (``"last"``) of them in
+  row-major order (a NaN window: the last, resp. first, NaN, as PyTorch's scan);
 * backward, one *reader* at a time: input ``p`` belongs to the windows
-  ``floor(p out / L) <= o < ceil((p + 1) out / L)``; each input position gathers, in increasing
-  output order (row-major), ``g / N`` where it equals the window's saved max (``"uniform"``,
-  eq 20 per window) or ``g`` where it is the window's selected tap. A gather, not a scatter:
-  deterministic, and each position sums its windows in the order PyTorch's CPU kernel adds them.
+  ``floor(p out / L) <= o < ceil((p + 1) out / L)``; each input position gathers (by
+  ``index_select``), in increasing row-major output order, ``g / N`` where it equals the
+  window's saved max (``"uniform"``, eq 20 per window) or ``g`` where it is the window's
+  selected tap. A gather, not a scatter: deterministic, and each position sums its windows in
+  the order PyTorch's CPU kernel adds them.
 
-The tangent (JVP, and the transpose of the backward) gathers ``v`` by tap like the forward.
+The tangent (JVP, and the transpose of the backward) reduces the gathered windows of ``v``.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import operator
 import torch
 
 from mtlib.maxpool._geometry import PoolAxis
-from mtlib.maxpool._torch import _exact_float, _has_nan, _shares
+from mtlib.maxpool._torch import _has_nan, _shares
 
 Axes = tuple[PoolAxis, ...]
+_TAP_DIMS = (3, 5, 7)
 
 
-def _view(t: torch.Tensor, d: int, n: int) -> torch.Tensor:
-    """``t`` (1-d) shaped to broadcast along axis ``d`` of ``n`` spatial axes."""
-    return t.view(*[-1 if e == d else 1 for e in range(n)])
+def _view(t: torch.Tensor, d: int, n: int, spread: int = 1) -> torch.Tensor:
+    """``t`` shaped to broadcast along axis ``d`` of ``n`` axes (``spread`` dims per axis)."""
+    shape = [1] * (n * spread)
+    shape[d * spread:(d + 1) * spread] = t.shape
+    return t.view(shape)
 
 
 def _and(masks):
@@ -42,13 +48,76 @@ def _and(masks):
     return functools.reduce(operator.and_, masks) if masks else None
 
 
-def _tap_tables(ax: PoolAxis, device):
-    """Per tap ``i``: the input index read for every output (``(kernel, out)``), and a mask of the
-    outputs whose window holds it (``None`` where all do)."""
-    w = ax.window_indices().T.to(device)
-    valid = w >= 0
-    index = torch.where(valid, w, w[:1])
-    return index, [None if bool(v.all()) else v for v in valid]
+def _select(t: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``t.index_select(dim, index)`` through a 2-d or 3-d view (PyTorch's CPU kernel is an
+    order of magnitude faster there than on a 5-d tensor)."""
+    shape = t.shape
+    prefix, suffix = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
+    view = t.reshape(prefix, shape[dim]) if suffix == 1 else t.reshape(prefix, shape[dim], suffix)
+    return view.index_select(1, index).view(*shape[:dim], len(index), *shape[dim + 1:])
+
+
+def _windows(x: torch.Tensor, axes: Axes) -> torch.Tensor:
+    """Every window of ``x`` ``(N, C, D, H, W)`` as ``(N, C, oD, kD, oH, kH, oW, kW)``."""
+    for d, ax in enumerate(axes):
+        if ax.out == ax.size and ax.kernel == 1:
+            continue
+        idx = ax.window_indices()
+        idx = torch.where(idx >= 0, idx, idx[:, :1]).flatten().to(x.device)
+        x = _select(x, 2 + d, idx)
+    return x.view(*x.shape[:2], *(s for ax in axes for s in (ax.out, ax.kernel)))
+
+
+def _valid(axes: Axes, device):
+    """Mask ``(oD, kD, oH, kH, oW, kW)`` of the taps inside their window (None: all are)."""
+    masks = []
+    for d, ax in enumerate(axes):
+        v = ax.window_indices() >= 0
+        masks.append(None if bool(v.all()) else _view(v.to(device), d, 3, spread=2))
+    return _and(masks)
+
+
+def _expand(m: torch.Tensor) -> torch.Tensor:
+    """Per-output ``(N, C, oD, oH, oW)`` values broadcast against the windows tensor."""
+    return m[:, :, :, None, :, None, :, None]
+
+
+def _ties(win, m, valid, has_nan):
+    tie = win == _expand(m)
+    if has_nan:
+        tie |= win.isnan()
+    return tie if valid is None else tie & valid
+
+
+def _last_true(mask: torch.Tensor, first: bool) -> torch.Tensor:
+    """Row-major tap (last dim) of the first (or last) True entry of ``mask``."""
+    k = mask.shape[-1]
+    if first:
+        return mask.to(torch.uint8).argmax(-1)
+    return k - 1 - mask.flip(-1).to(torch.uint8).argmax(-1)
+
+
+def _taps_last(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, oD, kD, oH, kH, oW, kW)`` -> ``(N, C, oD, oH, oW, kD * kH * kW)``."""
+    return t.permute(0, 1, 2, 4, 6, 3, 5, 7).flatten(5)
+
+
+def forward(x: torch.Tensor, axes: Axes, ties: str):
+    """Window max and ``int32`` tie count (``"uniform"``) or selected row-major tap
+    (``"first"``/``"last"``) of contiguous ``x`` ``(N, C, D, H, W)`` over adaptive windows."""
+    win = _windows(x, axes)
+    m = win.amax(dim=_TAP_DIMS)
+    has_nan = _has_nan(m)
+    valid = _valid(axes, x.device)
+    if ties == "uniform":
+        return m, _ties(win, m, valid, has_nan).sum(dim=_TAP_DIMS, dtype=torch.int32)
+    first = ties == "first"
+    sel = _last_true(_taps_last(_ties(win, m, valid, False)), first)
+    if has_nan:  # a NaN window: "first" takes the last NaN, "last" the first one
+        nan = win.isnan() if valid is None else win.isnan() & valid
+        nan = _taps_last(nan)
+        sel = torch.where(nan.any(-1), _last_true(nan, not first), sel)
+    return m, sel.to(torch.int32)
 
 
 def _reader_tables(ax: PoolAxis, device):
@@ -64,53 +133,12 @@ def _reader_tables(ax: PoolAxis, device):
     return o.to(device), tap.to(device), [None if bool(v.all()) else v.to(device) for v in valid]
 
 
-def _taps(x: torch.Tensor, axes: Axes):
-    """``(tap, values, mask)`` per tap in row-major order: the tap's input value for every output
-    (``(N, C, *out)``) and the outputs whose window holds it (``None``: all)."""
-    n = len(axes)
-    tables = [_tap_tables(ax, x.device) for ax in axes]
-    for tap, combo in enumerate(itertools.product(*(range(ax.kernel) for ax in axes))):
-        index = tuple(_view(tables[d][0][i], d, n) for d, i in enumerate(combo))
-        mask = _and([None if tables[d][1][i] is None else _view(tables[d][1][i], d, n)
-                     for d, i in enumerate(combo)])
-        yield tap, x[(slice(None), slice(None), *index)], mask
-
-
-def _masked(mask, valid):
-    return mask if valid is None else mask & valid
-
-
-def forward(x: torch.Tensor, axes: Axes, ties: str):
-    """Window max and ``int32`` tie count (``"uniform"``) or selected row-major tap
-    (``"first"``/``"last"``) of contiguous ``x`` ``(N, C, D, H, W)`` over adaptive windows."""
-    m = None
-    for _, values, _ in _taps(x, axes):
-        m = values if m is None else torch.maximum(m, values, out=m)
-    has_nan = _has_nan(m)
-    k = math.prod(ax.kernel for ax in axes)
-    if ties == "uniform":
-        count = torch.zeros_like(m, dtype=_exact_float(m.dtype, k))
-        for _, values, valid in _taps(x, axes):
-            tie = values == m
-            if has_nan:
-                tie |= values.isnan()
-            count += _masked(tie, valid)
-        return m, count.to(torch.int32)
-    first = ties == "first"
-    dtype = _exact_float(m.dtype, k + 1)
-    best = torch.zeros_like(m, dtype=dtype)
-    nan_best = torch.zeros_like(best) if has_nan else None
-    for tap, values, valid in _taps(x, axes):
-        code = k - tap if first else tap + 1
-        torch.maximum(best, _masked(values == m, valid).to(dtype) * code, out=best)
-        if has_nan:  # a NaN window: "first" takes the last NaN, "last" the first one
-            nan_code = tap + 1 if first else k - tap
-            torch.maximum(nan_best, _masked(values.isnan(), valid).to(dtype) * nan_code,
-                          out=nan_best)
-    sel = k - best if first else best - 1
-    if has_nan:
-        sel = torch.where(nan_best > 0, nan_best - 1 if first else k - nan_best, sel)
-    return m, sel.to(torch.int32)
+def _gather(t: torch.Tensor, index) -> torch.Tensor:
+    """``t`` ``(N, C, oD, oH, oW)`` read at output ``index[d]`` for every input position."""
+    for d, idx in enumerate(index):
+        if idx is not None:
+            t = _select(t, 2 + d, idx)
+    return t
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
@@ -125,20 +153,20 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     x_nan = x.isnan() if uniform and _has_nan(m) else None
     gx = torch.zeros_like(x)
     for combo in itertools.product(*(range(ax.readers) for ax in axes)):
-        index = (slice(None), slice(None),
-                 *(_view(tables[d][0][r], d, n) for d, r in enumerate(combo)))
+        index = [None if ax.out == ax.size and ax.kernel == 1 else tables[d][0][r]
+                 for d, (ax, r) in enumerate(zip(axes, combo))]
         valid = _and([None if tables[d][2][r] is None else _view(tables[d][2][r], d, n)
                       for d, r in enumerate(combo)])
         if uniform:
-            hit = x == m[index]
+            hit = x == _gather(m, index)
             if x_nan is not None:
                 hit |= x_nan
         else:
             code = 0
             for d, r in enumerate(combo):
                 code = code * axes[d].kernel + _view(tables[d][1][r], d, n)
-            hit = aux[index] == code
-        gx += torch.where(_masked(hit, valid), value[index], 0.0)
+            hit = _gather(aux, index) == code
+        gx += torch.where(hit if valid is None else hit & valid, _gather(value, index), 0.0)
     return gx
 
 
@@ -146,16 +174,12 @@ def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor
             axes: Axes, ties: str) -> torch.Tensor:
     """The pool's associated Jacobian applied to ``v``: per output, the mean of ``v`` over the
     window's tie set (``"uniform"``) or ``v`` at the selected tap."""
-    uniform = ties == "uniform"
-    has_nan = uniform and _has_nan(m)
-    acc = torch.zeros(m.shape, dtype=v.dtype, device=v.device)
-    for (tap, values, valid), (_, v_values, _) in zip(_taps(x, axes), _taps(v, axes)):
-        if uniform:
-            hit = values == m
-            if has_nan:
-                hit |= values.isnan()
-        else:
-            hit = aux == tap
-        acc += torch.where(_masked(hit, valid), v_values, 0.0)
     k = math.prod(ax.kernel for ax in axes)
-    return _shares(acc, aux, k, False) if uniform else acc
+    valid = _valid(axes, x.device)
+    if ties == "uniform":
+        hit = _ties(_windows(x, axes), m, valid, _has_nan(m))
+    else:
+        code = torch.arange(k, device=x.device).view(*(ax.kernel for ax in axes))
+        hit = _expand(aux) == code[None, :, None, :, None, :]
+    acc = torch.where(hit, _windows(v, axes), 0.0).sum(dim=_TAP_DIMS, dtype=v.dtype)
+    return _shares(acc, aux, k, False) if ties == "uniform" else acc
