@@ -1,5 +1,7 @@
 """mtlib.directional: exact one-sided derivatives f'(x; d) (chapter directional, Sec 4.3-4.4)."""
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -262,22 +264,41 @@ def test_random_networks_match_finite_differences(seed, pool, depth):
     assert torch.equal(slope, exact_difference(net, points, dyadic_directions, h=2.0**-16))
 
 
-def test_autograd_is_wrong_at_some_kinks_of_a_network():
+def test_autograd_slope_against_the_one_sided_slopes_of_a_network():
     net = random_network([4, 8, 8, 1], pool=2, seed=1, integer=True)
     points = integer_points(300, 4, seed=1)
     directions = torch.randn(300, 4, dtype=f64, generator=torch.Generator().manual_seed(1))
     df = compare_directional(net, points, directions)
-    assert 0.1 < df["kink"].mean() < 0.9
-    assert 0.1 < df["autograd_wrong"].mean() < df["kink"].mean()
-    smooth = ~df["kink"]
-    assert ((df["autograd"] - df["directional"])[smooth].abs() < 1e-9).mean() > 0.9
+    kink = df["kink"]
+    assert 0.1 < kink.mean() < 0.9
+    assert df.loc[~kink, "matches_d_side"].all() and df.loc[~kink, "matches_opposite_side"].all()
+    assert not (kink & df["matches_d_side"] & df["matches_opposite_side"]).any()  # f'(x; .) not linear
+    neither = ~df["matches_d_side"] & ~df["matches_opposite_side"]
+    assert (df["outside_interval"] <= (kink & neither)).all()  # outside: at a kink, matching no side
+    low = np.minimum(df["directional"], -df["reverse"])
+    high = np.maximum(df["directional"], -df["reverse"])
+    assert (df["outside_interval"] == ((df["autograd"] < low - 1e-6) | (df["autograd"] > high + 1e-6))).all()
+
+
+def test_directional_chapter_counts():
+    """The counts the directional chapter prints (seeds 0-2, 300 points each, widths 4-8-8-1, pool 2)."""
+    frames = []
+    for seed in range(3):
+        net = random_network([4, 8, 8, 1], pool=2, seed=seed, integer=True)
+        points = integer_points(300, 4, seed=seed)
+        directions = torch.randn(300, 4, dtype=f64, generator=torch.Generator().manual_seed(seed))
+        frames.append(compare_directional(net, points, directions))
+    df = pd.concat(frames, ignore_index=True)
+    d_side, opposite, outside = df["matches_d_side"], df["matches_opposite_side"], df["outside_interval"]
+    assert (df["kink"].sum(), (~d_side).sum(), outside.sum()) == (397, 228, 24)
+    assert ((opposite & ~d_side).sum(), (~opposite & ~d_side).sum()) == (171, 57)
 
 
 def test_off_kinks_directional_equals_autograd():
     net = random_network([5, 6, 6, 1], pool=2, seed=3)
     points = torch.randn(20, 5, dtype=f64, generator=torch.Generator().manual_seed(0))
     df = compare_directional(net, points, torch.randn(20, 5, dtype=f64))
-    assert not df["kink"].any() and not df["autograd_wrong"].any()
+    assert not df["kink"].any() and df["matches_d_side"].all() and not df["outside_interval"].any()
 
 
 def test_positive_homogeneity_in_the_direction():

@@ -152,7 +152,16 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
     * ``fd1``, ``fd2``: :func:`one_sided_difference` of order 1 and 2 with step ``h``;
     * ``autograd``: ``g . d`` with ``g`` the associated gradient autograd returns (Cor 2);
     * ``kink``: ``f'(x; d) != -f'(x; -d)`` (beyond ``atol``), a certificate that ``f`` is not
-      differentiable at ``x``; ``autograd_wrong``: ``|g . d - f'(x; d)| > atol``.
+      differentiable at ``x``;
+    * ``matches_d_side``: ``|g . d - f'(x; d)| <= atol``, autograd's slope is the slope of
+      ``s -> f(x + s d)`` for ``s > 0``; ``matches_opposite_side``: ``|g . d + f'(x; -d)| <= atol``,
+      the slope for ``s < 0``. At a kink no vector matches both for every ``d`` (``f'(x; .)`` is
+      not linear), so neither column alone says autograd is wrong;
+    * ``outside_interval``: ``g . d`` is outside the interval between the one-sided slopes
+      ``-f'(x; -d)`` and ``f'(x; d)`` (beyond ``atol``): outside Clarke's generalized derivative
+      of the section ``s -> f(x + s d)`` at 0, the slope of no piece met along the line. It does
+      not show ``g`` outside Clarke's generalized gradient of ``f``: Clarke's chain rule is only
+      an inclusion, so ``{v . d : v in partial_C f(x)}`` can be larger than that interval.
 
     Raises:
         TypeError / ValueError: bad arguments, ``points`` not 2-d, or ``atol`` negative.
@@ -160,8 +169,8 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
     Examples:
         >>> pts = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
         >>> df = compare_directional(lambda x: x.abs().sum(-1), pts, torch.ones_like(pts))
-        >>> df[["directional", "autograd", "kink", "autograd_wrong"]].values.tolist()
-        [[1.0, 0.0, True, True], [1.0, 1.0, False, False]]
+        >>> df[["directional", "autograd", "kink", "matches_d_side", "outside_interval"]].values.tolist()
+        [[1.0, 0.0, True, False, False], [1.0, 1.0, False, True, False]]
     """
     directions = check_direction("compare_directional", f, points, directions)
     if points.dim() != 2:
@@ -184,5 +193,9 @@ def compare_directional(f: Callable, points: torch.Tensor, directions: torch.Ten
     }
     df = pd.DataFrame({k: v.detach().reshape(len(points)).cpu().numpy() for k, v in columns.items()})
     df["kink"] = (df["directional"] + df["reverse"]).abs() > atol
-    df["autograd_wrong"] = (df["autograd"] - df["directional"]).abs() > atol
+    df["matches_d_side"] = (df["autograd"] - df["directional"]).abs() <= atol
+    df["matches_opposite_side"] = (df["autograd"] + df["reverse"]).abs() <= atol
+    low = df[["directional", "reverse"]].assign(reverse=-df["reverse"]).min(axis=1)
+    high = df[["directional", "reverse"]].assign(reverse=-df["reverse"]).max(axis=1)
+    df["outside_interval"] = (df["autograd"] < low - atol) | (df["autograd"] > high + atol)
     return df
