@@ -119,6 +119,9 @@ def test_small_cnn_with_pools_matches_the_oracle(ties):
     lambda v: F.adaptive_max_pool3d(v, (2, 3, 2)),
     lambda v: mtlib.max_pool1d(v.flatten(2), 3, 2, 1, ties="uniform"),
     lambda v: mtlib.max_pool2d(v.flatten(1, 2), 2, 1, ties="last"),
+    *([lambda v: mtlib.max_pool3d(v, 2, 1, ties="uniform"),
+       lambda v: mtlib.adaptive_max_pool2d(v.flatten(1, 2), (3, 2), ties="last")]
+      if hasattr(mtlib, "adaptive_max_pool2d") else []),  # the 3-d and adaptive pools, once exported
 ])
 def test_every_pool_uses_the_window_rule(pool):
     gen = torch.Generator().manual_seed(11)
