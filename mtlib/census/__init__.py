@@ -278,7 +278,8 @@ def to_frame(records: list[CensusRecord]) -> pd.DataFrame:
 def by_convention(frame: pd.DataFrame) -> pd.DataFrame:
     """The condensed census: one row per reverse-mode convention (the ``rule`` before any
     ``"; forward: ..."``; the ``"per output: ..."`` rules of sort/topk as one), with the number
-    of cases, the ops (each once, in table order, separated by ``"; "``) and how many cases are valid and Clarke-valid.
+    of cases, the ops (each once, in table order, separated by ``"; "``) and how many cases are
+    valid and Clarke-valid.
 
     Examples:
         >>> view = by_convention(to_frame(run()))
