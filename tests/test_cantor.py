@@ -73,7 +73,8 @@ def test_levels_bracket_the_limit_within_two_to_the_minus_2n_minus_3(n):
 
 
 def test_autograd_derivative_is_sign_on_gaps_and_zero_on_the_set():
-    x = torch.tensor([-1.0, 0.1, 0.4, 0.45, 0.5, 0.55, 0.6, 0.9, 2.0], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([-1.0, 0.1, 0.4, 0.45, 0.5, 0.55, 0.6, 0.9, 2.0], dtype=torch.float64)
+    x.requires_grad_(True)
     distance_to_fat_cantor(x, 1).sum().backward()
     assert x.grad.tolist() == [-1.0, 0.0, 1.0, 1.0, 0.0, -1.0, -1.0, 0.0, 1.0]
 
