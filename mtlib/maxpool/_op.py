@@ -45,12 +45,24 @@ def torch_impl(axes):
     return _adaptive if axes[0].adaptive else _torch
 
 
+def _run(fn, tensors, axes, ties):
+    """``fn(*tensors, axes, ties)`` on contiguous tensors; a strided pool whose depth axis is
+    trivial (a 1-d or 2-d pool) runs on 4-d views, where PyTorch's elementwise kernels are
+    several times faster than on 5-d slices."""
+    tensors = [t.contiguous() for t in tensors]
+    d = axes[0]
+    if d.adaptive or (d.size, d.kernel, d.out) != (1, 1, 1):
+        return fn(*tensors, axes, ties)
+    out = fn(*(t.squeeze(2) for t in tensors), axes[1:], ties)
+    return tuple(t.unsqueeze(2) for t in out) if isinstance(out, tuple) else out.unsqueeze(2)
+
+
 def torch_forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
                   dilation: list[int], ceil_mode: bool, output_size: list[int],
                   ties: str) -> tuple[Tensor, Tensor]:
     """Window max of ``x`` (N, C, D, H, W) and the ``int32`` companion the backward needs."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return torch_impl(axes).forward(x.contiguous(), axes, ties)
+    return _run(torch_impl(axes).forward, (x,), axes, ties)
 
 
 max_pool_ties = torch.library.custom_op("mtlib::max_pool_ties", torch_forward, mutates_args=())
@@ -73,8 +85,7 @@ def torch_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor, kernel: li
                    output_size: list[int], ties: str) -> Tensor:
     """Gradient with respect to ``x`` of :func:`max_pool_ties` under the tie rule."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return torch_impl(axes).backward(grad.contiguous(), x.contiguous(), out.contiguous(),
-                                     aux.contiguous(), axes, ties)
+    return _run(torch_impl(axes).backward, (grad, x, out, aux), axes, ties)
 
 
 max_pool_ties_backward = torch.library.custom_op("mtlib::max_pool_ties_backward", torch_backward,
@@ -89,8 +100,7 @@ def max_pool_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
                           ties: str) -> Tensor:
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``)."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return torch_impl(axes).tangent(v.contiguous(), x.contiguous(), out.contiguous(),
-                                    aux.contiguous(), axes, ties)
+    return _run(torch_impl(axes).tangent, (v, x, out, aux), axes, ties)
 
 
 @max_pool_ties_tangent.register_fake
