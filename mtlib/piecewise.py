@@ -14,7 +14,10 @@ gradient (Def 1, eq 7) differentiates the piece that holds ``x``:
     \\tilde\\nabla f(x) = \\sum_\\alpha \\mathbf 1_{P^\\alpha}(x) \\nabla f^\\alpha(x).
 
 It is defined everywhere, depends on the representation, and equals ``nabla f`` almost
-everywhere (Cor 1). Autograd computes exactly such an object, layer by layer (Cor 2, eq 14).
+everywhere (Cor 1). For the operations the book uses (ReLU, max, maxpool and smooth maps), whose
+backward rules satisfy the tangent condition on every tie stratum, autograd computes such an
+object layer by layer (Cor 2, eq 14); the census chapter lists PyTorch operations whose rules do
+not (``scatter_reduce`` with ``include_self=False``, jointly in its two inputs).
 
 Chapter: notation, theorem, relu, tangent, boustany, maxpool, directional.
 """
@@ -101,9 +104,10 @@ class Piecewise:
 def associated_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The gradient that PyTorch's reverse-mode autograd returns for a scalar ``f`` at ``x``.
 
-    By the Murat-Trombetti theorem (Thm 1) and Cor 2 this is always an associated gradient of
-    ``f`` (eq 7) for *some* representation (6), fixed by the tie rules of the nonsmooth
-    operations inside ``f``; it equals ``nabla f(x)`` for almost every ``x`` (Cor 1). Where
+    When every nonsmooth operation inside ``f`` has a backward rule that is valid on its tie
+    strata (ReLU, max and maxpool are), the Murat-Trombetti theorem (Thm 1) and Cor 2 make this
+    an associated gradient of ``f`` (eq 7) for *some* representation (6), fixed by those tie
+    rules; it equals ``nabla f(x)`` for almost every ``x`` (Cor 1). Where
     ``x`` does not influence the output, the result is 0.
 
     Args:
