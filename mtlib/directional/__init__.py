@@ -122,9 +122,13 @@ def register_rule(funcs, rule: Rule) -> None:
     """Answer calls of the torch ops ``funcs`` on duals with ``rule(func, args, kwargs)``.
 
     ``rule`` receives the op and its arguments, some of which are :class:`Dual` (read
-    ``a.primal`` and ``a.tangent``), and returns the result: a :class:`Dual` built with
-    ``Dual(value, tangent)``, or the same function written with supported ops, as below for
-    ``softshrink(x) = x - clamp(x, -lambd, lambd)``. The registration is global.
+    ``a.primal`` and ``a.tangents``, the ``k`` stacked tangents of shape ``(k, *a.shape)``;
+    ``k = 1`` under :func:`jvp`, where ``a.tangent`` is the one tangent), and returns the
+    result: a :class:`Dual` built with ``Dual(value, tangents=...)`` (or ``Dual(value,
+    tangent)`` for ``k = 1``), or the same function written with supported ops, which works
+    for every ``k``, as below for ``softshrink(x) = x - clamp(x, -lambd, lambd)``. At a kink
+    a rule for :func:`ld_jvp` must pick the lexicographically largest perturbed point
+    (``mtlib.directional._order``). The registration is global.
 
     Raises:
         TypeError: ``rule`` or an entry of ``funcs`` not callable.
