@@ -7,7 +7,6 @@ Dask LocalCluster of two single-threaded worker processes (no mocks), at the end
 import ast
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -233,13 +232,15 @@ def test_read_records_merges_outputs(tmp_path):
 
 
 
-def test_python_dash_m_entry_point():
-    done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0
-    assert "{boustany,stampacchia,training}" in done.stdout
+def test_cli_help_names_the_executors(capsys):
+    # `python -m mtlib.sweep --help` in a subprocess: tests/test_api.py::test_sweep_command_line_help
+    with pytest.raises(SystemExit) as done:
+        sweeps.main(["--help"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "{boustany,stampacchia,training}" in printed
     for option in ("--scheduler ADDRESS", "--local-cluster N", "--function", "--retries"):
-        assert option in done.stdout
+        assert option in printed
 
 
 def test_cli_refuses_a_function_form_that_does_not_exist(capsys):

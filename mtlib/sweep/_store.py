@@ -96,11 +96,14 @@ def load_results(name: str) -> pd.DataFrame:
         FileNotFoundError: no table of that name; the message lists the shipped ones.
 
     Examples:
-        >>> load_results("boustany")["status"].eq("ok").all()
-        np.True_
+        >>> table = load_results("boustany")
+        >>> len(table), bool((table["status"] == "ok").all()), table["error"].iloc[0]
+        (24, True, '')
     """
     path = RESULTS_DIR / f"{name}.csv"
     if not path.is_file():
         shipped = sorted(p.stem for p in RESULTS_DIR.glob("*.csv"))
         raise FileNotFoundError(f"load_results: no sweep table {name!r}; shipped: {shipped}")
-    return pd.read_csv(path, converters={"error": str})  # an empty error stays "", not NaN
+    table = pd.read_csv(path, dtype={"error": str})
+    table["error"] = table["error"].fillna("")  # a successful run has error "", not NaN
+    return table
