@@ -224,6 +224,8 @@ def _drive(todo: dict, executor, jobs: int, desc: str, progress: bool, total: in
             pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context)
             executor = stack.enter_context(pool)
         futures = {executor.submit(_tokened, uuid.uuid4().hex, *task): i for i, task in todo.items()}
+        # interrupted (Ctrl-C): drop the points not started; running ones finish and are kept
+        stack.callback(lambda: [future.cancel() for future in futures])
         bar = stack.enter_context(
             tqdm(total=total, initial=done, desc=desc, unit="run", disable=not progress)
         )
