@@ -60,6 +60,9 @@ LARGE_CASES = [  # inputs above 32 MB (float32): see benchmarks/README.md on all
     ("large k3s2p1 (32,64,112,112)", (32, 64, 112, 112), (3, 2, 1)),
     ("large 1d k4s4 (32,128,2048)", (32, 128, 2048), (4, 4, 0)),
 ]
+RESULTS = pathlib.Path(__file__).parent / "results"
+# mtlib.maxpool.benchmark_results() reads this copy (the chapter opened alone, e.g. on Colab)
+PACKAGE_COPY = pathlib.Path(mp.__file__).parent / "bench" / "maxpool_cpu.csv"
 IMPLS = ("native", "first", "last", "uniform", "naive_uniform")
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
@@ -227,10 +230,10 @@ def main() -> None:
     parser.add_argument("--dtypes", default=None,
                         help="comma-separated, e.g. float32,bfloat16 (default: all three)")
     parser.add_argument("--reps", type=int, default=None, help="timed runs per implementation")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                        help="CPU threads (torch; default OMP_NUM_THREADS, else 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=pathlib.Path,
-                        default=pathlib.Path(__file__).parent / "results")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
     parser.add_argument("--setting", default="native",
                         help="label of the CPU settings (native, capped), stored in the CSV")
     parser.add_argument("--cases", default=None,
@@ -249,6 +252,8 @@ def main() -> None:
     if args.append and stem.with_suffix(".csv").exists():
         df = pd.concat([pd.read_csv(stem.with_suffix(".csv")), df], ignore_index=True)
     df.to_csv(stem.with_suffix(".csv"), index=False)
+    if args.device == "cpu" and args.out == RESULTS:  # the copy the installed package ships
+        df.to_csv(PACKAGE_COPY, index=False)
     plot(df[df.setting == df.setting.iloc[0]], stem.with_suffix(".png"))
     table = df.pivot_table(index=["setting", "case", "dtype", "input"], columns="impl",
                            values="ratio_to_native", sort=False)

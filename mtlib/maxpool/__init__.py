@@ -24,6 +24,8 @@ Chapter: maxpool, training (the pools of its CNN), census (through mtlib.policy)
 
 from __future__ import annotations
 
+import importlib.resources
+
 import torch
 
 from mtlib.maxpool._args import adaptive_args, pool_args
@@ -255,6 +257,24 @@ def adaptive_tie_counts(input, output_size, *, backend="auto") -> torch.Tensor:
     n = len(output_size) if isinstance(output_size, (tuple, list)) else 2
     with torch.no_grad():
         return _adaptive_pool(n, input, output_size, False, "uniform", backend, counts_only=True)
+
+
+def benchmark_results():
+    """The CPU benchmark table of ``benchmarks/maxpool.py`` shipped with the package (a
+    ``pandas.DataFrame``: one row per case, dtype, input kind, implementation and CPU setting,
+    with the CPU model, ATen capability and thread count it was measured with).
+
+    Examples:
+        >>> {"native", "uniform"} <= set(benchmark_results()["impl"])
+        True
+
+    References:
+        Book chapter ``maxpool`` (Cost: the benchmark); ``benchmarks/README.md``.
+    """
+    import pandas as pd  # the only pandas use here: keeps `import mtlib.maxpool` light
+
+    with importlib.resources.files(__package__).joinpath("bench/maxpool_cpu.csv").open() as f:
+        return pd.read_csv(f)
 
 
 class _MaxPoolNd(torch.nn.Module):
