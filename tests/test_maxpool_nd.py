@@ -339,3 +339,25 @@ def test_compile_fullgraph_dynamic_with_activation_checkpointing():
         model(xe).backward()
         compiled(xc).backward()
         assert_same(xc.grad, xe.grad)
+
+
+def test_missing_triton_or_triton_op_degrades_with_one_warning(monkeypatch):
+    """backend="auto" on a CUDA tensor without a usable Triton backend takes the PyTorch path and
+    warns once; an explicit backend="triton" says what is missing."""
+    import types
+    import warnings
+
+    from mtlib.maxpool import _args
+
+    monkeypatch.delattr(torch.library, "triton_op")
+    assert "triton_op" in _args._triton_missing() and "2.6" in _args._triton_missing()
+    monkeypatch.setattr(_args, "TRITON_MISSING", "the `triton` package")
+    _args._warn_once.cache_clear()
+    cuda_like = types.SimpleNamespace(is_cuda=True)
+    with pytest.warns(RuntimeWarning, match="using the PyTorch path"):
+        assert _args.choose_backend("max_pool3d", "auto", cuda_like) == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        assert _args.choose_backend("max_pool3d", "auto", cuda_like) == "torch"
+    with pytest.raises(ImportError, match="max_pool3d: backend='triton' needs the `triton` package"):
+        _args.choose_backend("max_pool3d", "triton", cuda_like)
