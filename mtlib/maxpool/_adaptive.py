@@ -89,19 +89,6 @@ def _ties(win, m, valid, has_nan):
     return tie if valid is None else tie & valid
 
 
-def _last_true(mask: torch.Tensor, first: bool) -> torch.Tensor:
-    """Row-major tap (last dim) of the first (or last) True entry of ``mask``."""
-    k = mask.shape[-1]
-    if first:
-        return mask.to(torch.uint8).argmax(-1)
-    return k - 1 - mask.flip(-1).to(torch.uint8).argmax(-1)
-
-
-def _taps_last(t: torch.Tensor) -> torch.Tensor:
-    """``(N, C, oD, kD, oH, kH, oW, kW)`` -> ``(N, C, oD, oH, oW, kD * kH * kW)``."""
-    return t.permute(0, 1, 2, 4, 6, 3, 5, 7).flatten(5)
-
-
 def forward(x: torch.Tensor, axes: Axes, ties: str):
     """Window max and ``int32`` tie count (``"uniform"``) or selected row-major tap
     (``"first"``/``"last"``) of contiguous ``x`` ``(N, C, D, H, W)`` over adaptive windows."""
@@ -112,11 +99,16 @@ def forward(x: torch.Tensor, axes: Axes, ties: str):
     if ties == "uniform":
         return m, _ties(win, m, valid, has_nan).sum(dim=_TAP_DIMS, dtype=torch.int32)
     first = ties == "first"
-    sel = _last_true(_taps_last(_ties(win, m, valid, False)), first)
+    k = math.prod(ax.kernel for ax in axes)
+    tap = torch.arange(k, device=x.device, dtype=torch.int32).view(
+        1, 1, 1, axes[0].kernel, 1, axes[1].kernel, 1, axes[2].kernel)
+    # each tied tap gets a code, largest for the one to select; the max of the codes decodes it
+    best = (_ties(win, m, valid, False) * (k - tap if first else tap + 1)).amax(dim=_TAP_DIMS)
+    sel = k - best if first else best - 1
     if has_nan:  # a NaN window: "first" takes the last NaN, "last" the first one
         nan = win.isnan() if valid is None else win.isnan() & valid
-        nan = _taps_last(nan)
-        sel = torch.where(nan.any(-1), _last_true(nan, not first), sel)
+        nan_best = (nan * (tap + 1 if first else k - tap)).amax(dim=_TAP_DIMS)
+        sel = torch.where(nan_best > 0, nan_best - 1 if first else k - nan_best, sel)
     return m, sel.to(torch.int32)
 
 
