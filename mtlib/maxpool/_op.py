@@ -46,15 +46,17 @@ def torch_impl(axes):
 
 
 def _run(fn, tensors, axes, ties):
-    """``fn(*tensors, axes, ties)`` on contiguous tensors; a strided pool whose depth axis is
-    trivial (a 1-d or 2-d pool) runs on 4-d views, where PyTorch's elementwise kernels are
+    """``fn(*tensors, axes, ties)`` on contiguous tensors. A strided pool whose depth window is
+    a single entry (1-d and 2-d pools, and 3-d ones of kernel ``(1, kH, kW)``) runs as a 2-d
+    pool over the ``C * D`` planes, on 4-d views, where PyTorch's elementwise kernels are
     several times faster than on 5-d slices."""
     tensors = [t.contiguous() for t in tensors]
     d = axes[0]
-    if d.adaptive or (d.size, d.kernel, d.out) != (1, 1, 1):
+    if d.adaptive or (d.kernel, d.stride, d.padding) != (1, 1, 0):
         return fn(*tensors, axes, ties)
-    out = fn(*(t.squeeze(2) for t in tensors), axes[1:], ties)
-    return tuple(t.unsqueeze(2) for t in out) if isinstance(out, tuple) else out.unsqueeze(2)
+    out = fn(*(t.flatten(1, 2) for t in tensors), axes[1:], ties)
+    unflat = lambda t: t.unflatten(1, tensors[0].shape[1:3])  # noqa: E731
+    return tuple(map(unflat, out)) if isinstance(out, tuple) else unflat(out)
 
 
 def torch_forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
