@@ -8,7 +8,8 @@ The directional derivative of ``f`` at ``x`` in the direction ``d`` is the one-s
 
 It exists for every composition of smooth maps with ``max``, ``relu``, ``abs``, ``clamp`` and
 the maxpools, and it obeys the chain rule ``(v o u)'(x; d) = v'(u(x); u'(x; d))`` when ``v`` is
-locally Lipschitz (Clarke 1990, Ch. 2). At a kink it is a property of the *function*,
+locally Lipschitz and ``u`` is directionally differentiable (Shapiro 1990; Scholtes 2012 for
+piecewise-C^1 maps). At a kink it is a property of the *function*,
 not of a representation: where an associated gradient (Def 1, eq 7) depends on the tie rule,
 ``f'(x; d)`` does not. For Boustany's zero function (Sec 4.3) and its maxpool variant (Sec 4.4)
 it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
@@ -93,7 +94,8 @@ def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
         1.0
 
     References:
-        Clarke (1990), Optimization and Nonsmooth Analysis, Ch. 2; Despres (2024), Sec 4.3-4.4.
+        Shapiro (1990), On concepts of directional differentiability, JOTA 66(3); Scholtes (2012),
+        Introduction to Piecewise Differentiable Equations; Despres (2024), Sec 4.3-4.4.
     """
     d = check_direction("jvp", f, x, d)
     value, tangents = evaluate("jvp", f, x, d.unsqueeze(0))  # the k = 1 case of ld_jvp
