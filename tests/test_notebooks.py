@@ -39,7 +39,8 @@ def test_first_code_cell_installs_mtlib_and_picks_cuda(path):
     first = code_cells(nb)[0]
     source = "".join(first["source"])
     assert "colab-setup" in first["metadata"].get("tags", [])
-    assert "except ImportError:" in source and '%pip install -q "mtlib[book] @ git+https://github.com/' in source
+    assert "except ImportError:" in source
+    assert '%pip install -q "mtlib[book] @ git+https://github.com/' in source
     assert 'device = "cuda" if torch.cuda.is_available() else "cpu"' in source
     assert 'print(f"mtlib {mtlib.__version__} {how}; device: {device}")' in source, "say what the set-up did"
     assert "torch.set_default_dtype(torch.float64)" in source and "manual_seed" in source
@@ -73,7 +74,8 @@ def visible_cells(nb):
     return [c for c in nb["cells"] if "remove-cell" not in c["metadata"].get("tags", [])]
 
 
-MACROS = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+MACROS = CONFIG["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

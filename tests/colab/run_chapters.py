@@ -29,7 +29,8 @@ SLOW: set[str] = set()
 
 def check_versions_kept():
     # "2.13.0+cpu" is the pin "2.13.0": compare public versions
-    changed = {name: (pin, version(name)) for name, pin in PINS.items() if Version(version(name)).public != pin}
+    now = {name: version(name) for name in PINS}
+    changed = {name: (pin, now[name]) for name, pin in PINS.items() if Version(now[name]).public != pin}
     if changed:
         sys.exit(f"pip install .[book] changed Colab's versions (pinned, now): {changed}")
 
