@@ -1,8 +1,9 @@
 """Sweep points as plain functions: what a chapter records, computed without a notebook kernel.
 
 :func:`training_point` is the function form of the ``training`` sweep: the values that
-``book/training.ipynb`` passes to :func:`mtlib.sweep.record`, computed from the same public
-functions of :mod:`mtlib.training` in the same order and state, so that
+``book/training.ipynb`` passes to :func:`mtlib.sweep.record`, computed by the same two functions
+the notebook calls (:func:`mtlib.training.protocol_study`, :func:`mtlib.training.study_record`)
+in the same state, so that
 ``map_grid(training_point, grid)`` and ``run_sweep("book/training.ipynb", grid, ...)`` give the
 same records (tested on a small point). Module-level, hence picklable by reference: a Dask worker
 or a spawned process imports it by name.
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from functools import partial
 
-import pandas as pd
 import torch
 
-from mtlib.training import calibrate_threshold, digits_cnn, digits_data, gradient_disagreement, machine_info
+from mtlib.training import digits_data, machine_info, protocol_study, study_record
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -51,37 +50,14 @@ def training_point(*, n_samples: int = 1797, image_size: int = 8, width: int = 8
     """
     del epochs, lr  # the training part of the chapter records nothing
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtypes = list(dtypes)
     with _chapter_state(device):
         data = digits_data(n_samples, image_size=image_size, seed=seeds[0])
-
-        def protocol_run(seed, dtype):
-            factory = partial(digits_cnn, width, image_size=image_size, seed=seed)
-            return gradient_disagreement(factory, data, dtype, batches=batches, batch_size=batch_size,
-                                         seed=seed, device=device)
-
-        protocol = pd.concat([protocol_run(seeds[0], dtype) for dtype in dtypes])
-        calibration = pd.concat([protocol_run(seed, dtype) for seed in calibration_seeds for dtype in dtypes])
-        bits = {name: torch.finfo(getattr(torch, name)).bits for name in dtypes}
-        l1_thresholds = {
-            name: calibrate_threshold(calibration[calibration.dtype == name].l1_difference, bits[name])
-            for name in dtypes
-        }
-        protocol["differs_l1"] = protocol.l1_difference > protocol.dtype.map(l1_thresholds)
-        summary = protocol.groupby("dtype", sort=False).agg(
-            tied=("tied", "mean"), active=("active", "mean"), rounding=("rounding", "mean"),
-            with_rounding_tie=("rounding", lambda r: (r > 0).mean()), differs=("differs", "mean"),
-            median_delta=("difference", "median"), differs_l1=("differs_l1", "mean"),
-            median_l1=("l1_difference", "median"))
-        summary["threshold_l1"] = pd.Series(l1_thresholds)
-        windows = int(protocol.windows.iloc[0])
-        tied_delta = protocol[protocol.rounding > 0].groupby("dtype").difference.median().reindex(dtypes)
-        per_format = summary.assign(delta_tied=tied_delta)
+        study = protocol_study(data, width=width, image_size=image_size, batch_size=batch_size,
+                               batches=batches, seeds=seeds, calibration_seeds=calibration_seeds,
+                               dtypes=dtypes, device=device)
         machine = machine_info()
-    return dict(batch_size=batch_size, width=width, image_size=image_size, batches=batches, windows=windows,
-                **{f"{column}_{name}": float(f"{value:.4g}")
-                   for name, row in per_format.iterrows() for column, value in row.items()},
-                **machine)
+    return {**study_record(study, batch_size=batch_size, width=width, image_size=image_size, batches=batches),
+            **machine}
 
 
 @contextlib.contextmanager

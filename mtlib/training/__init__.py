@@ -19,6 +19,7 @@ Import the names from here; the private modules hold, in order of use:
   and his threshold calibration;
 * ``_zones``: one exact window per kind of tie, placed in Bertoin's and Boustany's zones;
 * ``_rounding``: the model of ties made by rounding (rate proportional to ``2^-p``);
+* ``_study``: the chapter's protocol study and the summary it records (shared with the sweep);
 * ``_train``: training with each rule, over formats and seeds;
 * ``_machine``: the machine a low-precision number was measured on.
 """
@@ -34,6 +35,7 @@ from mtlib.training._protocol import (
     summed_max_difference,
 )
 from mtlib.training._rounding import SIGNIFICAND_BITS, VGG11_CIFAR10_WINDOWS, rounding_tie_model
+from mtlib.training._study import ProtocolStudy, protocol_study, study_record
 from mtlib.training._ties import tie_fraction
 from mtlib.training._train import TrainResult, accuracy_study, train
 from mtlib.training._zones import TIE_KIND_PATCHES, tie_kind_examples
@@ -46,6 +48,7 @@ __all__ = [
     "TIE_KIND_PATCHES",
     "VGG11_CIFAR10_WINDOWS",
     "Digits",
+    "ProtocolStudy",
     "TrainResult",
     "accuracy_study",
     "calibrate_threshold",
@@ -54,7 +57,9 @@ __all__ = [
     "digits_data",
     "gradient_disagreement",
     "machine_info",
+    "protocol_study",
     "rounding_tie_model",
+    "study_record",
     "summed_l1_difference",
     "summed_max_difference",
     "tie_fraction",
