@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib.metadata import version
 from pathlib import Path
 
@@ -35,32 +36,38 @@ def check_versions_kept():
         sys.exit(f"pip install .[book] changed Colab's versions (pinned, now): {changed}")
 
 
-def run(chapters):
-    timings = {}
+def run_alone(src):
+    """Execute one chapter in a fresh folder that holds nothing else, as Colab opens it."""
     with tempfile.TemporaryDirectory(prefix="colab-") as tmp:
-        for src in chapters:
-            dst = Path(tmp) / src.name
-            shutil.copy(src, dst)
-            start = time.perf_counter()
-            papermill.execute_notebook(
-                str(dst), str(dst), cwd=tmp, kernel_name="python3", progress_bar=False,
-                execution_timeout=300,
-            )
-            timings[src.stem] = time.perf_counter() - start
-            print(f"{src.stem:14s} ran in {timings[src.stem]:5.1f} s, alone in {tmp}", flush=True)
+        dst = Path(tmp) / src.name
+        shutil.copy(src, dst)
+        start = time.perf_counter()
+        papermill.execute_notebook(str(dst), str(dst), cwd=tmp, kernel_name="python3", progress_bar=False,
+                                   execution_timeout=300)
+        return time.perf_counter() - start
+
+
+def run(chapters, jobs):
+    timings = {}
+    with ProcessPoolExecutor(jobs) as pool:  # each chapter runs its own kernel: two at a time on 2 cores
+        futures = {pool.submit(run_alone, src): src.stem for src in chapters}
+        for future in as_completed(futures):
+            timings[futures[future]] = future.result()  # re-raises a chapter's PapermillExecutionError
+            print(f"{futures[future]:14s} ran alone in {timings[futures[future]]:5.1f} s", flush=True)
     return timings
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("chapters", nargs="*", help="notebook stems (default: every fast chapter)")
+    parser.add_argument("--jobs", type=int, default=2, help="chapters run at once")
     args = parser.parse_args(argv)
     check_versions_kept()
     import mtlib
 
     assert "site-packages" in Path(mtlib.__file__).parts, "mtlib must be the installed package"
     names = args.chapters or sorted(p.stem for p in (ROOT / "book").glob("*.ipynb") if p.stem not in SLOW)
-    timings = run([ROOT / "book" / f"{name}.ipynb" for name in names])
+    timings = run([ROOT / "book" / f"{name}.ipynb" for name in names], args.jobs)
     print(f"{len(timings)} chapters, {sum(timings.values()):.0f} s in all, Colab's versions kept")
 
 
