@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import platform
 import statistics
 import time
 
@@ -29,19 +28,9 @@ import torch
 import torch.nn as nn
 
 from mtlib import lexicographic_gradient
+from mtlib.training import cpu_model  # the one CPU-name helper (also in every sweep record)
 
 SIZES = (4, 16, 64, 256)
-
-
-def cpu_name() -> str:
-    """Model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def mlp(n: int, gen: torch.Generator, integer: bool) -> nn.Module:
@@ -125,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reps = 5 if args.quick else args.reps
-    cpu, capability = cpu_name(), torch.backends.cpu.get_cpu_capability()
+    cpu, capability = cpu_model(), torch.backends.cpu.get_cpu_capability()
     print(f"CPU: {cpu}; ATen capability {capability}; {torch.get_num_threads()} threads; "
           f"torch {torch.__version__}; {reps} interleaved repetitions")
     df = run(reps)

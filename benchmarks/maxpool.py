@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import platform
 import statistics
 import time
 
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import mtlib.maxpool as mp
+from mtlib.training import cpu_model  # the one CPU-name helper (also in every sweep record)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
@@ -65,17 +65,6 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGE_COPY = pathlib.Path(mp.__file__).parent / "bench" / "maxpool_cpu.csv"
 IMPLS = ("native", "first", "last", "uniform", "naive_uniform")
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_bandwidth_gbps() -> float:
