@@ -39,16 +39,21 @@ TINY_SOURCE = [
 ]
 
 
-def tiny_notebook(path):
+def notebook_of(path, cells):
+    """Write a notebook of ``(tag, source)`` code cells with the python3 kernel."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for tag, src in TINY_SOURCE:
+    for tag, src in cells:
         cell = nbformat.v4.new_code_cell(src)
         if tag:
             cell.metadata["tags"] = [tag]
         nb.cells.append(cell)
     nbformat.write(nb, str(path))
     return path
+
+
+def tiny_notebook(path):
+    return notebook_of(path, TINY_SOURCE)
 
 
 def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd):
@@ -324,15 +329,7 @@ launch_new_instance()
 
 
 def light_notebook(path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for tag, src in LIGHT_SOURCE:
-        cell = nbformat.v4.new_code_cell(src)
-        if tag:
-            cell.metadata["tags"] = [tag]
-        nb.cells.append(cell)
-    nbformat.write(nb, str(path))
-    return path
+    return notebook_of(path, LIGHT_SOURCE)
 
 
 def runs_of(marks, a) -> int:
