@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_maxpool import assert_same, pool_and_grad, share  # the 1-d/2-d suite's helpers, shared
 from torch.utils.checkpoint import checkpoint
 
 from mtlib.maxpool import (
@@ -63,11 +64,6 @@ def adaptive_windows(size, out):
     return [list(range(o * size // out, math.ceil((o + 1) * size / out))) for o in range(out)]
 
 
-def share(g, count):
-    acc = torch.float32 if g.element_size() < 4 else g.dtype
-    return (g.to(acc) / count).to(g.dtype)
-
-
 def oracle(x, g, windows, ties):
     """Window by window on (N, C, *spatial) ``x``: (out, grad, counts); ``windows`` holds one
     list of per-output index lists per spatial axis. Taps in row-major order; NaN windows' tie
@@ -92,17 +88,6 @@ def oracle(x, g, windows, ties):
                 pick = tie[0] if (ties == "first") != bool(nans) else tie[-1]
                 grad[(b, c, *pick)] += gw
     return out, grad, counts
-
-
-def pool_and_grad(fn, x, g, *args, **kw):
-    xg = x.clone().requires_grad_()
-    y = fn(xg, *args, **kw)
-    y.backward(g)
-    return y.detach(), xg.grad
-
-
-def assert_same(a, b):
-    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
 # --- geometry ---------------------------------------------------------------------------------
