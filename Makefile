@@ -86,7 +86,7 @@ _build/_config_test.yml: _config.yml $(STAMP)
 	$(BIN)/python -c "import yaml; c = yaml.safe_load(open('_config.yml')); \
 	c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('$@', 'w'), sort_keys=False)"
 
-# Headless Chromium (Debian) and a pinned local MathJax 3 for tests/test_book_browser.py.
+# Headless Chromium (Debian) and a pinned local MathJax 3 for tests/book/test_book_browser.py.
 browser-deps: $(CHROMIUM) $(MATHJAX)
 
 $(CHROMIUM):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_maxpool import assert_same, pool_and_grad, share  # the 1-d/2-d suite's helpers, shared
+from helpers import assert_same, pool_and_grad, share
 from torch.utils.checkpoint import checkpoint
 
 from mtlib.maxpool import (

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 MATHJAX = ROOT / "_build" / "mathjax"
 CHROMIUM = Path("/usr/bin/chromium")

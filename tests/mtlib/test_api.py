@@ -14,7 +14,7 @@ import torch
 
 import mtlib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The 48 top-level names of mtlib before the packages of issue 15: none may disappear.
 TOP_LEVEL = """

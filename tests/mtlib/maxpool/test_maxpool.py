@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_same, pool_and_grad, share
 
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
 from mtlib.maxpool._geometry import pool_axes
@@ -35,12 +36,6 @@ def ties_input(shape, dtype=torch.float64, seed=0, nan=False):
     if nan:
         x.view(-1)[torch.randperm(x.numel(), generator=gen)[:2]] = float("nan")
     return x
-
-
-def share(g: torch.Tensor, count: int) -> torch.Tensor:
-    """g / count rounded once to g's dtype (float32 arithmetic for 16-bit floats)."""
-    acc = torch.float32 if g.element_size() < 4 else g.dtype
-    return (g.to(acc) / count).to(g.dtype)
 
 
 def oracle(x, g, kernel, stride, padding, dilation, ceil_mode, ties):
@@ -80,17 +75,6 @@ def oracle(x, g, kernel, stride, padding, dilation, ceil_mode, ties):
                         ih, iw = tie[0] if pick_first else tie[-1]
                         grad[b, ch, ih, iw] += gw
     return out, grad, counts
-
-
-def pool_and_grad(fn, x, g, *args, **kw):
-    xg = x.clone().requires_grad_()
-    y = fn(xg, *args, **kw)
-    y.backward(g)
-    return y.detach(), xg.grad
-
-
-def assert_same(a, b):
-    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
 # --- the paper's numbers ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbconvert import HTMLExporter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MATHJAX = ROOT / "_build" / "mathjax" / "es5" / "tex-mml-chtml.js"
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
