@@ -116,7 +116,8 @@ def _scatter_joint(v: torch.Tensor) -> torch.Tensor:
 
 
 def _scatter_line(t: torch.Tensor) -> torch.Tensor:
-    """``t -> scatter_reduce(self=t, src=(t, t, t))``, the identity ``t`` (referee report, A1)."""
+    """``t -> scatter_reduce(self=t, src=(t, t, t))``, the identity ``t``: differentiable everywhere, so a
+    derivative other than 1 is wrong where the function is differentiable."""
     return _scatter_joint(t.expand(4))
 
 

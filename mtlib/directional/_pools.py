@@ -172,11 +172,7 @@ register_rule(funcs_named("max_pool1d"), _pool_rule(1))
 register_rule(funcs_named("max_pool2d"), _pool_rule(2))
 register_rule(funcs_named("max_pool3d"), _pool_rule(3))
 for _n in (1, 2, 3):
-    if hasattr(F, f"adaptive_max_pool{_n}d"):
-        register_rule([getattr(F, f"adaptive_max_pool{_n}d")], _adaptive_rule(_n))
+    register_rule([getattr(F, f"adaptive_max_pool{_n}d")], _adaptive_rule(_n))
 register_rule(funcs_named(*(f"max_pool{n}d_with_indices" for n in (1, 2, 3)),
                           *(f"adaptive_max_pool{n}d_with_indices" for n in (1, 2, 3))), _indices_rule)
-for _name in ("max_pool_ties", "max_pool2d_ties"):
-    if hasattr(torch.ops.mtlib, _name):
-        _packet = getattr(torch.ops.mtlib, _name)
-        register_rule([_packet, _packet.default], _mtlib_pool_rule)
+register_rule([torch.ops.mtlib.max_pool_ties, torch.ops.mtlib.max_pool_ties.default], _mtlib_pool_rule)

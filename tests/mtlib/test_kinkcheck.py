@@ -19,6 +19,7 @@ from mtlib.kinkcheck import (
     kinkcheck,
     one_sided,
 )
+from mtlib.ties import TIE_RULES
 
 F64 = torch.float64
 kinkcheck_module = importlib.import_module("mtlib.kinkcheck")
@@ -216,14 +217,14 @@ _POINTS = st.lists(st.integers(-2, 2), min_size=2, max_size=4)
 
 
 @settings(max_examples=30, deadline=None)
-@given(_POINTS, st.sampled_from(["first", "last", "uniform", "mix", "normal", "off", "scaled"]),
+@given(_POINTS, st.sampled_from([*TIE_RULES, "mix", "normal", "off", "scaled"]),
        st.integers(0, 3))
 def test_agrees_with_check_tangent_on_max(values, kind, k):
     """On max: Clarke-valid iff check_tangent(convex=True); with the tie stratum, the stratum
     test is check_tangent(convex=False), and nothing else is ever rejected."""
     x = torch.tensor(values, dtype=F64)
     ties = (x == x.max()).nonzero().flatten()
-    if kind in ("first", "last", "uniform"):
+    if kind in TIE_RULES:
         w = max_weights(x, kind)
     elif kind in ("mix", "normal"):
         w = max_weights(x, "first") * 0.25 + max_weights(x, "last") * 0.75

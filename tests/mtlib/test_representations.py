@@ -19,7 +19,7 @@ from mtlib.representations import (
     relu_layer_piecewise,
     relu_piecewise,
 )
-from mtlib.ties import max_first, max_last, max_uniform
+from mtlib.ties import MAX_BY_RULE, TIE_RULES, max_first, max_last, max_uniform, max_weights
 
 F64 = torch.float64
 small_ints = st.integers(min_value=-2, max_value=2)
@@ -61,7 +61,7 @@ def test_relu_piecewise_errors():
 
 def test_max_piecewise_paper_values():
     zero = torch.zeros(4, dtype=F64)
-    assert [len(max_piecewise(4, t).pieces) for t in ("first", "last", "uniform")] == [4, 4, 15]
+    assert {t: len(max_piecewise(4, t).pieces) for t in TIE_RULES} == {"first": 4, "last": 4, "uniform": 15}
     assert max_piecewise(4).associated_gradient(zero).tolist() == [1.0, 0.0, 0.0, 0.0]  # eq 18
     assert max_piecewise(4, "last").associated_gradient(zero).tolist() == [0.0, 0.0, 0.0, 1.0]
     assert max_piecewise(4, "uniform").associated_gradient(zero).tolist() == [0.25] * 4  # eq 21
@@ -79,17 +79,16 @@ def test_max_piecewise_paper_values():
 def test_max_piecewise_matches_autograd_at_ties(values):
     x = vec(values)
     n = len(values)
-    first, last, uniform = (max_piecewise(n, t) for t in ("first", "last", "uniform"))
-    assert first(x).item() == uniform(x).item() == last(x).item() == x.max().item()
-    g_first = first.associated_gradient(x)
-    assert torch.equal(g_first, associated_gradient(max1, x))
-    assert torch.equal(g_first, associated_gradient(max_first, x))
-    assert torch.equal(last.associated_gradient(x), associated_gradient(max_last, x))
-    g_uniform = uniform.associated_gradient(x)
-    assert torch.equal(g_uniform, associated_gradient(torch.max, x))
-    assert torch.equal(g_uniform, associated_gradient(max_uniform, x))
-    for g in (g_first, g_uniform):
-        assert check_tangent(x, g, convex=True)
+    grads = {}
+    for rule in TIE_RULES:
+        rep = max_piecewise(n, rule)
+        assert rep(x).item() == x.max().item()
+        grads[rule] = rep.associated_gradient(x)
+        assert torch.equal(grads[rule], associated_gradient(MAX_BY_RULE[rule], x))
+        assert torch.equal(grads[rule], max_weights(x, rule))
+        assert check_tangent(x, grads[rule], convex=True)
+    assert torch.equal(grads["first"], associated_gradient(max1, x))  # the paper's script (Table 1)
+    assert torch.equal(grads["uniform"], associated_gradient(torch.max, x))  # PyTorch's rule
 
 
 def test_max_piecewise_errors():
@@ -174,7 +173,7 @@ def test_max_pool_layer_piecewise_errors():
 
 def test_compose_piecewise_example_2_2_and_errors():
     f0 = Piecewise([lambda x: x.repeat(2)], lambda x: 0)
-    for ties in ("first", "last", "uniform"):
+    for ties in TIE_RULES:
         f = compose_piecewise([f0, max_piecewise(2, ties)])
         assert f(vec([-2.0])).item() == -2.0
         assert f.associated_gradient(vec([-2.0])).tolist() == [1.0]

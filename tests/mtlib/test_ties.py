@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 from torch.func import grad, jacrev, jvp, vmap
 
 from mtlib import check_tangent, max_first, max_last, max_uniform, max_weights, tie_set
-
-RULES = {"first": max_first, "last": max_last, "uniform": max_uniform}
+from mtlib.ties import MAX_BY_RULE, RELU_SLOPE, TIE_RULES, TRITON_CODES
 
 
 def autograd_grad(fn, x):
@@ -43,18 +42,17 @@ def test_first_matches_paper_max1_script():
 
 def test_batched_values_and_rows():
     x = torch.tensor([[1.0, 2.0, 2.0], [5.0, 0.0, 5.0]], dtype=torch.float64)
-    for fn in RULES.values():
-        assert fn(x).tolist() == [2.0, 5.0]
+    for rule in TIE_RULES:
+        assert MAX_BY_RULE[rule](x).tolist() == [2.0, 5.0]
     assert autograd_grad(max_first, x).tolist() == [[0, 1, 0], [1, 0, 0]]
     assert autograd_grad(max_last, x).tolist() == [[0, 0, 1], [0, 0, 1]]
     assert autograd_grad(max_uniform, x).tolist() == [[0, 0.5, 0.5], [0.5, 0, 0.5]]
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
-def test_torch_func_grad_jacrev_jvp_vmap(rule):
-    fn = RULES[rule]
+def test_torch_func_grad_jacrev_jvp_vmap(tie_rule):
+    fn = MAX_BY_RULE[tie_rule]
     x = torch.tensor([[4.0, 4.0, 1.0], [0.0, 2.0, 1.0]], dtype=torch.float64)
-    w = max_weights(x, rule)
+    w = max_weights(x, tie_rule)
     torch.testing.assert_close(vmap(grad(fn))(x), w, rtol=0, atol=0)
     torch.testing.assert_close(jacrev(fn)(x[0]), w[0], rtol=0, atol=0)
     d = torch.tensor([[1.0, -2.0, 5.0], [3.0, 1.0, 1.0]], dtype=torch.float64)
@@ -62,10 +60,17 @@ def test_torch_func_grad_jacrev_jvp_vmap(rule):
     torch.testing.assert_close(tangent, (w * d).sum(-1), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
-def test_gradcheck_away_from_ties(rule):
+def test_gradcheck_away_from_ties(tie_rule):
     x = torch.tensor([[0.3, -1.2, 2.5], [1.0, 4.0, -3.0]], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(RULES[rule], (x,))
+    assert torch.autograd.gradcheck(MAX_BY_RULE[tie_rule], (x,))
+
+
+def test_every_rule_has_its_tables(tie_rule):
+    """Each rule of TIE_RULES has its max, its ReLU slope and its Triton code (the checklist's step 1)."""
+    assert MAX_BY_RULE[tie_rule].__name__ == f"max_{tie_rule}"
+    assert RELU_SLOPE[tie_rule] == max_weights(torch.zeros(2, dtype=torch.float64), tie_rule)[0].item()
+    assert sorted(TRITON_CODES.values()) == list(range(len(TIE_RULES))) and tie_rule in TRITON_CODES
+    assert set(MAX_BY_RULE) == set(RELU_SLOPE) == set(TRITON_CODES) == set(TIE_RULES)
 
 
 def test_nan_row_propagates():
@@ -120,10 +125,10 @@ tie_rows = st.lists(st.integers(-2, 2), min_size=1, max_size=6)
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(tie_rows, min_size=1, max_size=4).filter(lambda rows: len({len(r) for r in rows}) == 1),
-       st.sampled_from(sorted(RULES)))
+       st.sampled_from(TIE_RULES))
 def test_every_rule_passes_tangent_check_on_random_ties(rows, rule):
     x = torch.tensor(rows, dtype=torch.float64)
-    g = autograd_grad(RULES[rule], x)
+    g = autograd_grad(MAX_BY_RULE[rule], x)
     report = check_tangent(x, g, convex=True)
     assert report, report.reason
     mask = tie_set(x)

@@ -17,6 +17,7 @@ from mtlib.census import (
 from mtlib.kinkcheck import kinkcheck
 
 F64 = torch.float64
+from mtlib.ties import TIE_RULES
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_invalid_records(records):
 
 
 def test_scatter_reduce_amax_without_self(records):
-    """Referee report S1-1, A1: src-only valid at a point; jointly invalid; wrong where differentiable."""
+    """src-only valid at a point; jointly invalid; wrong where differentiable (on the identity line)."""
     src = records[SCATTER, "src = (0, 0, 0), self = 0"]
     assert src.variables == "src (self = 0 fixed)" and src.reverse == ((0.25, 0.25, 0.25),)
     assert (src.valid, src.clarke, src.forward) == (True, False, ((1 / 3, 1 / 3, 1 / 3),))
@@ -214,9 +215,10 @@ def test_frame_and_formatting(records):
 
 def test_kink_derivatives_table():
     table = kink_derivatives(relu_formulations())
-    assert table.columns.tolist() == ["PyTorch", "first", "last", "uniform"]
+    assert table.columns.tolist() == ["PyTorch", *TIE_RULES]
     assert table["PyTorch"].tolist() == [0.0, 1.0, 0.5, 0.5]
-    for rule, value in {"first": 1.0, "last": 0.0, "uniform": 0.5}.items():
-        assert table[rule].tolist() == [value] * 4
+    relu_at_0 = {"first": 1.0, "last": 0.0, "uniform": 0.5}
+    for rule in TIE_RULES:
+        assert table[rule].tolist() == [relu_at_0[rule]] * 4
     away = kink_derivatives(relu_formulations(), x=-2.0)
     assert (away.values == 0.0).all()

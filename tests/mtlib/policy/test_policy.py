@@ -10,9 +10,9 @@ from torch.func import jvp, vmap
 from mtlib import max_weights
 from mtlib.census import relu_formulations
 from mtlib.policy import TiePolicy, tie_policy
+from mtlib.ties import TIE_RULES
 
 F64 = torch.float64
-RULES = ["first", "last", "uniform"]
 RELU_AT_0 = {"first": 1.0, "last": 0.0, "uniform": 0.5}
 
 
@@ -32,18 +32,16 @@ def test_pytorch_rules_differ_without_policy():
                    "(x + |x|) / 2": 0.5}
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_four_relus_agree_under_policy(rule):
+def test_four_relus_agree_under_policy(tie_rule):
     x = torch.tensor([-1.0, 0.0, 2.0], dtype=F64)
     for name, f in relu_formulations().items():
-        with tie_policy(rule):
+        with tie_policy(tie_rule):
             assert torch.equal(f(x), torch.relu(x).detach()), name
-            assert _grad(f, x).tolist() == [0.0, RELU_AT_0[rule], 1.0], name
-            assert _tangent(f, x).tolist() == [0.0, RELU_AT_0[rule], 1.0], name
+            assert _grad(f, x).tolist() == [0.0, RELU_AT_0[tie_rule], 1.0], name
+            assert _tangent(f, x).tolist() == [0.0, RELU_AT_0[tie_rule], 1.0], name
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_relu_entry_points(rule):
+def test_relu_entry_points(tie_rule):
     zero = torch.zeros(1, dtype=F64)
     entries = [F.relu, lambda x: x.relu(), torch.nn.ReLU(), lambda x: F.relu(x * 1, inplace=True),
                lambda x: torch.nn.ReLU(inplace=True)(x * 1), lambda x: (x * 1).relu_(),
@@ -52,16 +50,15 @@ def test_relu_entry_points(rule):
                lambda x: torch.stack([x, torch.zeros_like(x)]).amax(0),
                lambda x: torch.stack([x, torch.zeros_like(x)]).max(dim=0).values,
                lambda x: (x * 1).clamp_(min=0), lambda x: x.clamp_min(0), lambda x: torch.clip(x, 0)]
-    with tie_policy(rule):
+    with tie_policy(tie_rule):
         for i, f in enumerate(entries):
-            assert _grad(f, zero).item() == RELU_AT_0[rule], i
+            assert _grad(f, zero).item() == RELU_AT_0[tie_rule], i
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_bounded_ops_at_both_kinks(rule):
-    want = RELU_AT_0[rule]
+def test_bounded_ops_at_both_kinks(tie_rule):
+    want = RELU_AT_0[tie_rule]
     x = torch.tensor([-1.0, 1.0, 0.0, 6.0], dtype=F64)
-    with tie_policy(rule):
+    with tie_policy(tie_rule):
         assert _grad(F.hardtanh, x[:2]).tolist() == [want, want]
         assert _grad(torch.nn.Hardtanh(), x[:2]).tolist() == [want, want]
         assert _grad(F.relu6, x[2:]).tolist() == [want, want]
@@ -71,37 +68,35 @@ def test_bounded_ops_at_both_kinks(rule):
         assert _grad(torch.abs, torch.zeros(1, dtype=F64)).item() == 2 * want - 1
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_tensor_bounds_and_binary_ops(rule):
+def test_tensor_bounds_and_binary_ops(tie_rule):
     a = torch.tensor([0.0, 1.0], dtype=F64, requires_grad=True)
     b = torch.tensor([0.0, 0.0], dtype=F64, requires_grad=True)
-    first = {"first": 1.0, "last": 0.0, "uniform": 0.5}[rule]
+    first = {"first": 1.0, "last": 0.0, "uniform": 0.5}[tie_rule]
     for op in (torch.maximum, torch.minimum, torch.max, torch.min,
                lambda u, v: torch.clamp(u, min=v), lambda u, v: u.clamp(max=v)):
-        with tie_policy(rule):
+        with tie_policy(tie_rule):
             ga, gb = torch.autograd.grad(op(a, b).sum(), (a, b))
         assert ga[0].item() == first and gb[0].item() == 1.0 - first
         assert ga[1].item() + gb[1].item() == 1.0
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_reductions_follow_max_weights(rule):
+def test_reductions_follow_max_weights(tie_rule):
     x = torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], dtype=F64)
-    with tie_policy(rule):
-        assert torch.equal(_grad(torch.max, x), max_weights(x.reshape(-1), rule).reshape(2, 3))
-        assert torch.equal(_grad(torch.amin, x), max_weights(-x.reshape(-1), rule).reshape(2, 3))
-        assert torch.equal(_grad(lambda t: t.amax(dim=1), x), max_weights(x, rule))
-        assert torch.equal(_grad(lambda t: torch.max(t, dim=1).values, x), max_weights(x, rule))
-        assert torch.equal(_grad(lambda t: t.min(1, keepdim=True)[0], x), max_weights(-x, rule))
+    with tie_policy(tie_rule):
+        assert torch.equal(_grad(torch.max, x), max_weights(x.reshape(-1), tie_rule).reshape(2, 3))
+        assert torch.equal(_grad(torch.amin, x), max_weights(-x.reshape(-1), tie_rule).reshape(2, 3))
+        assert torch.equal(_grad(lambda t: t.amax(dim=1), x), max_weights(x, tie_rule))
+        assert torch.equal(_grad(lambda t: torch.max(t, dim=1).values, x), max_weights(x, tie_rule))
+        assert torch.equal(_grad(lambda t: t.min(1, keepdim=True)[0], x), max_weights(-x, tie_rule))
         cols = _grad(lambda t: torch.amax(t, dim=0, keepdim=True), x)
-        assert torch.equal(cols, max_weights(x.T, rule).T)
+        assert torch.equal(cols, max_weights(x.T, tie_rule).T)
         out = torch.max(x, 1)
-    assert out.indices.tolist() == ([2, 1] if rule == "last" else [1, 0])
+    assert out.indices.tolist() == ([2, 1] if tie_rule == "last" else [1, 0])
     assert out.values.tolist() == [3.0, 2.0]
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(-2, 2), min_size=6, max_size=6), st.sampled_from(RULES))
+@given(st.lists(st.integers(-2, 2), min_size=6, max_size=6), st.sampled_from(TIE_RULES))
 def test_forward_values_equal_pytorch(values, rule):
     x = torch.tensor(values, dtype=F64).reshape(2, 3)
     y = x.flip(1)
@@ -121,12 +116,11 @@ def test_forward_values_equal_pytorch(values, rule):
         assert g.dtype == e.dtype and torch.equal(g, e), i
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_cpu_scalar_tensor_follows_the_other_device(rule):
+def test_cpu_scalar_tensor_follows_the_other_device(tie_rule):
     # PyTorch lets a CPU 0-d tensor meet a tensor on any device; the result stays on that device
     # ("meta" stands in for CUDA here: copying a meta tensor to the CPU fails)
     x = torch.zeros(3, device="meta")
-    with tie_policy(rule):
+    with tie_policy(tie_rule):
         assert torch.maximum(torch.tensor(0.0), x).device.type == "meta"
         assert torch.minimum(torch.tensor(0.0), x).device.type == "meta"
         assert torch.clamp(x, min=torch.tensor(0.0)).device.type == "meta"
@@ -203,7 +197,7 @@ def test_maxpool_follows_the_rule():
     t = torch.zeros(1, dtype=F64)
     assert _grad(_sec44, t).item() == -3.0  # PyTorch: first maximal entry (Table 3)
     got = {}
-    for rule in RULES:
+    for rule in TIE_RULES:
         with tie_policy(rule):
             got[rule] = _grad(_sec44, t).item()
     assert got == {"first": -3.0, "last": 3.0, "uniform": 0.0}
@@ -228,8 +222,7 @@ def test_with_indices_functions_return_pairs_under_policy(rule):
     assert got[1].tolist() == want and got2d[1].squeeze(1).tolist() == want
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_3d_and_adaptive_pools_and_modules_follow_the_rule(rule):
+def test_3d_and_adaptive_pools_and_modules_follow_the_rule(tie_rule):
     """An nn model with MaxPool3d and AdaptiveMaxPool1d/2d/3d, unedited, gets the rule in every
     pool under the policy: same values as PyTorch, mtlib's gradient for that rule."""
     import mtlib.maxpool as mp
@@ -238,13 +231,13 @@ def test_3d_and_adaptive_pools_and_modules_follow_the_rule(rule):
     model = [torch.nn.MaxPool3d(2, 1, 1), torch.nn.AdaptiveMaxPool3d((2, 3, 2)),
              lambda y: torch.nn.AdaptiveMaxPool2d(2)(y.flatten(2, 3)),
              lambda y: torch.nn.AdaptiveMaxPool1d(3)(y.flatten(2, 4))]
-    mine = [lambda y: mp.max_pool3d(y, 2, 1, 1, ties=rule),
-            lambda y: mp.adaptive_max_pool3d(y, (2, 3, 2), ties=rule),
-            lambda y: mp.adaptive_max_pool2d(y.flatten(2, 3), 2, ties=rule),
-            lambda y: mp.adaptive_max_pool1d(y.flatten(2, 4), 3, ties=rule)]
+    mine = [lambda y: mp.max_pool3d(y, 2, 1, 1, ties=tie_rule),
+            lambda y: mp.adaptive_max_pool3d(y, (2, 3, 2), ties=tie_rule),
+            lambda y: mp.adaptive_max_pool2d(y.flatten(2, 3), 2, ties=tie_rule),
+            lambda y: mp.adaptive_max_pool1d(y.flatten(2, 4), 3, ties=tie_rule)]
     for torch_pool, mtlib_pool in zip(model, mine):
         xp, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
-        with tie_policy(rule):
+        with tie_policy(tie_rule):
             yp = torch_pool(xp)
         ym = mtlib_pool(xm)
         assert torch.equal(yp, ym) and torch.equal(yp.detach(), torch_pool(x))
@@ -252,15 +245,15 @@ def test_3d_and_adaptive_pools_and_modules_follow_the_rule(rule):
         yp.backward(g)
         ym.backward(g)
         assert torch.equal(xp.grad, xm.grad)
-    if rule != "uniform":  # "uniform" has no single selected entry, so no indices
-        with tie_policy(rule):
+    if tie_rule != "uniform":  # "uniform" has no single selected entry, so no indices
+        with tie_policy(tie_rule):
             pair = F.adaptive_max_pool2d_with_indices(x[:, :, 0], 2)
             pair3 = F.max_pool3d(x, 2, return_indices=True)
         assert isinstance(pair, tuple) and pair[1].dtype == torch.int64 and len(pair3) == 2
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.integers(-1, 1), min_size=12, max_size=12), st.sampled_from(RULES))
+@given(st.lists(st.integers(-1, 1), min_size=12, max_size=12), st.sampled_from(TIE_RULES))
 def test_maxpool_values_equal_pytorch(values, rule):
     x = torch.tensor(values, dtype=F64).view(1, 3, 4)
     expected = (F.max_pool1d(x, 2, 1), F.max_pool2d(x.view(1, 1, 3, 4), 2, 1, padding=1))

@@ -1,4 +1,4 @@
-"""Tests of mtlib.sweep and mtlib.sweeps: papermill grids, failure reports, the CSV, the command line.
+"""Tests of mtlib.sweep and its registry: papermill grids, failure reports, the CSV, the command line.
 
 Executors, resuming, killed workers, kernel start-up retries and function sweeps run on a real
 Dask LocalCluster of two single-threaded worker processes (no mocks), at the end of this file.
@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlib import sweeps
 from mtlib.sweep import (
     RECORD_MIME,
     RESULTS_DIR,
@@ -87,9 +86,9 @@ def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd)
 
 def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
-    monkeypatch.setitem(sweeps.SWEEPS, "tiny", sweeps.Sweep(str(nb), {"a": [-5.0]}, "one failing point"))
+    monkeypatch.setitem(registry.SWEEPS, "tiny", registry.Sweep(str(nb), {"a": [-5.0]}, "one failing point"))
     csv_path = str(tmp_path / "d" / "t.csv")
-    status = sweeps.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", csv_path])
+    status = registry.main(["tiny", "--jobs", "1", "--out", str(tmp_path / "o"), "--csv", csv_path])
     assert status == 1
     printed = capsys.readouterr().out
     assert "tiny: 1 runs, 0 cached, 1 failed" in printed
@@ -100,7 +99,7 @@ def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
 
 def test_cli_rejects_unknown_name(capsys):
     with pytest.raises(SystemExit):
-        sweeps.main(["nonsense"])
+        registry.main(["nonsense"])
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
@@ -121,9 +120,9 @@ def test_assigned_names_sees_only_top_level_variables():
     assert assigned_names(source) == {"a", "b", "f_g"}
 
 
-@pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
+@pytest.mark.parametrize("name", sorted(registry.SWEEPS))
 def test_registered_sweep_varies_parameters_of_its_notebook(name):
-    sw = sweeps.SWEEPS[name]
+    sw = registry.SWEEPS[name]
     nb = nbformat.read(str(registry._REPO / sw.notebook), as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
@@ -134,11 +133,11 @@ def test_registered_sweep_varies_parameters_of_its_notebook(name):
     assert sw.description
 
 
-@pytest.mark.parametrize("name", sorted(sweeps.SWEEPS))
+@pytest.mark.parametrize("name", sorted(registry.SWEEPS))
 def test_registered_sweep_has_its_table_in_the_package(name):
     """mtlib/sweep/results/NAME.csv (package data, read by the sweeps chapter) is a complete,
     successful run of the grid."""
-    points = expand_grid(sweeps.SWEEPS[name].grid)
+    points = expand_grid(registry.SWEEPS[name].grid)
     table = load_results(name)
     assert (RESULTS_DIR / f"{name}.csv").is_file()
     assert table["run"].tolist() == list(range(len(points)))
@@ -149,7 +148,7 @@ def test_registered_sweep_has_its_table_in_the_package(name):
 
 
 def test_training_sweep_grid():
-    points = expand_grid(sweeps.SWEEPS["training"].grid)
+    points = expand_grid(registry.SWEEPS["training"].grid)
     assert [p["batch_size"] for p in points] == [8, 32, 128]
     assert [p["lr"] for p in points] == [0.0125, 0.05, 0.2]  # proportional to the batch size
     assert all(p["seeds"] == [0] for p in points)
@@ -240,7 +239,7 @@ def test_read_records_merges_outputs(tmp_path):
 def test_cli_help_names_the_executors(capsys):
     # `python -m mtlib.sweep --help` in a subprocess: tests/test_api.py::test_sweep_command_line_help
     with pytest.raises(SystemExit) as done:
-        sweeps.main(["--help"])
+        registry.main(["--help"])
     assert done.value.code == 0
     printed = capsys.readouterr().out
     assert "{boustany,stampacchia,training}" in printed
@@ -250,7 +249,7 @@ def test_cli_help_names_the_executors(capsys):
 
 def test_cli_refuses_a_function_form_that_does_not_exist(capsys):
     with pytest.raises(SystemExit):
-        sweeps.main(["boustany", "--function"])
+        registry.main(["boustany", "--function"])
     assert "sweep 'boustany' has no function form" in capsys.readouterr().err
 
 
@@ -468,11 +467,11 @@ def test_cli_runs_both_forms_on_a_dask_scheduler(tmp_path, dask_cluster, monkeyp
     client, _ = dask_cluster
     nb = light_notebook(tmp_path / "light.ipynb")
     grid = {"a": [2.0], "marks": [str(tmp_path)]}
-    monkeypatch.setitem(sweeps.SWEEPS, "light", sweeps.Sweep(str(nb), grid, "one point", marked_point))
+    monkeypatch.setitem(registry.SWEEPS, "light", registry.Sweep(str(nb), grid, "one point", marked_point))
     address = client.scheduler.address
-    assert sweeps.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
-    assert sweeps.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
-    assert sweeps.main(["light", "--scheduler", address, "--function", "--out", str(tmp_path / "fn")]) == 0
+    assert registry.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
+    assert registry.main(["light", "--scheduler", address, "--out", str(tmp_path / "nb")]) == 0
+    assert registry.main(["light", "--scheduler", address, "--function", "--out", str(tmp_path / "fn")]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line.split(", ")[:3] for line in printed] == [
         ["light: 1 runs", "0 cached", "0 failed"], ["light: 1 runs", "1 cached", "0 failed"],
@@ -494,7 +493,7 @@ def test_training_sweep_function_form_records_what_the_notebook_records(tmp_path
     thread = threading.Thread(target=lambda: functional.update(
         table=map_grid(training_point, [TRAINING_POINT], executor=client.get_executor(), progress=False)))
     thread.start()
-    notebook = registry._REPO / sweeps.SWEEPS["training"].notebook
+    notebook = registry._REPO / registry.SWEEPS["training"].notebook
     by_notebook = run_sweep(notebook, [TRAINING_POINT], tmp_path, executor=client.get_executor(),
                             progress=False)
     thread.join()
