@@ -154,10 +154,15 @@ def _piece_gradient(f: Callable, x: torch.Tensor, v: torch.Tensor, gen: torch.Ge
     return _perturbed_gradient(f, x, v, eps, atol)
 
 
-def _convex_weights(points: np.ndarray, g: np.ndarray, atol: float) -> np.ndarray | None:
+def convex_weights(points: np.ndarray, g: np.ndarray, atol: float) -> np.ndarray | None:
     """Weights ``lambda >= 0``, ``sum = 1``, with ``|points^T lambda - g|_inf <= atol``, or None.
 
-    The LP: minimise ``t`` over ``(lambda, t)`` with ``-t <= (points^T lambda - g)_i <= t``.
+    The LP: minimise ``t`` over ``(lambda, t)`` with ``-t <= (points^T lambda - g)_i <= t``
+    (``points``: one candidate per row). Also used by the census's judge on flattened Jacobians.
+
+    Examples:
+        >>> convex_weights(np.eye(2), np.array([0.25, 0.75]), 1e-9).round(6).tolist()
+        [0.25, 0.75]
     """
     m, n = points.shape
     cost = np.r_[np.zeros(m), 1.0]
@@ -312,7 +317,7 @@ def kinkcheck(
     weights = None
     if grads:
         points = torch.stack(grads).cpu().double().numpy()
-        weights = _convex_weights(points, g.reshape(-1).cpu().double().numpy(), atol)
+        weights = convex_weights(points, g.reshape(-1).cpu().double().numpy(), atol)
     pieces = pd.DataFrame({"gradient": [_fmt(p) for p in grads], "direction": [d for _, d in found.values()],
                            "weight": [0.0] * len(grads) if weights is None else np.round(weights, 9) + 0.0})
     complete = n == 1

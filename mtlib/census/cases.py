@@ -4,11 +4,13 @@ Each case is a function of a flat float64 vector ``x`` (the variables it is diff
 in, named by ``variables``: inputs and tensor arguments stacked; everything else is a constant)
 evaluated at a point where it is not differentiable, or where a rule is suspect, with what the
 census needs to judge the derivative there: ``kind="elementwise"`` (one variable, judged by
-one-sided derivatives), ``"ties"`` (each output is a max/min/order statistic of the inputs
-flagged in ``masks``, judged by the tangent condition on the tie stratum; ``signs`` flips
-inputs that enter as ``-x_i``), ``"windows"`` (the same, with the tie sets found by bumping
-each input) or ``"ball"`` (a norm at 0, judged by the dual ``norm`` of the gradient). A case
-whose rule is constant on another set than the tie stratum names that set by ``stratum``.
+one-sided derivatives), ``"ties"`` (each output is linear on the cones of orderings of the
+inputs: a max, min, order statistic or a combination of them, tied over the inputs flagged in
+``masks``; ``signs`` flips inputs that enter as ``-x_i``), ``"windows"`` (the same, with the
+tie sets found by the judge from the values and pieces of ``f``) or ``"ball"`` (a norm at 0,
+judged by the dual ``norm`` of the gradient). A case whose rule is constant on another set than
+the tie stratum names that set by ``stratum``; an op outside the theory says why in
+``outside``. :mod:`mtlib.census._judge` says how each kind is judged.
 
 Chapter: census.
 """
@@ -38,7 +40,7 @@ class Case:
         x: the point, as a tuple of floats.
         kind: ``"elementwise"`` (one input), ``"ties"`` (give ``masks``: per output, the inputs
             tied for it, in the order that names the rule), ``"windows"`` (tie sets found by
-            bumping each input) or ``"ball"`` (a norm at 0; give the dual ``norm``).
+            the judge from values) or ``"ball"`` (a norm at 0; give the dual ``norm``).
         masks: for ``"ties"``, one tuple of booleans per output.
         signs: for ``"ties"``, ``-1`` where an input enters the tie as ``-x_i`` (default all 1).
         norm: for ``"ball"``, the dual norm applied to the gradient.
@@ -48,6 +50,9 @@ class Case:
             which PyTorch's rule gives the same answer, when it is not the tie stratum
             (``()``: the point alone); associated-valid then means ``g . d = f'(x; d)`` along
             each of them, in place of the tangent condition.
+        outside: why the op is outside the theory at ``x`` (not locally Lipschitz there, as
+            ``torch.mode``); ``None`` when it is not. Such a case is neither valid nor
+            Clarke-valid, whatever its numbers.
     """
 
     op: str
@@ -60,6 +65,7 @@ class Case:
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None
     variables: str = "x"
     stratum: tuple[tuple[float, ...], ...] | None = None
+    outside: str | None = None
 
 
 def _tie_patterns(rows: int, n: int) -> tuple[tuple[bool, ...], ...]:
@@ -80,7 +86,7 @@ def _tied3_case(op: str, f: Callable, rows: int = 1) -> Case:
 
 
 def _partial_case(op: str, f: Callable, x: tuple[float, ...]) -> Case:
-    """A partial tie: two of three entries tied, tie sets found by bumping each input."""
+    """A partial tie: two of three entries tied, tie sets found by the judge."""
     return Case(op, "x = (" + ", ".join(f"{v:g}" for v in x) + ")", f, x, "windows")
 
 
@@ -125,7 +131,7 @@ _SCATTER_CASES = (
     Case(_SCATTER, "src = (0, 0, 0), self = 0", _scatter_src, (0.0,) * 3, "windows",
          variables="src (self = 0 fixed)", stratum=()),
     Case(_SCATTER, "src = (0, -1, -2), self = 0 (differentiable)", _scatter_src, (0.0, -1.0, -2.0),
-         "windows", variables="src (self = 0 fixed)"),
+         "windows", variables="src (self = 0 fixed)", stratum=((0.0, 1.0, 0.0), (0.0, 0.0, 1.0))),
     Case(_SCATTER, "self = src = (0, 0, 0)", _scatter_joint, (0.0,) * 4, "ties",
          ((False, True, True, True),), variables="(self, src)", stratum=((1.0, 1.0, 1.0, 1.0),)),
     *(Case(_SCATTER, f"self = src_i = t = {t:g}", _scatter_line, (t,), variables="t (self = src_i = t)")
@@ -182,7 +188,8 @@ CASES: tuple[Case, ...] = (
     _tied3_case("torch.quantile(x, 0.25)", lambda x: torch.quantile(x, 0.25)),
     _tied3_case("torch.kthvalue(x, 1)", lambda x: torch.kthvalue(x, 1).values),
     _tied3_case("torch.kthvalue(x, 2)", lambda x: torch.kthvalue(x, 2).values),
-    _tied3_case("torch.mode(x)", lambda x: torch.mode(x).values),
+    Case("torch.mode(x)", "x = (0, 0, 0)", lambda x: torch.mode(x).values, (0.0,) * 3, "ties",
+         _tie_patterns(1, 3), outside="not locally Lipschitz"),  # mode(0, 0, -a) = 0, mode(0, b, -a) = -a
     _tied3_case("torch.topk(x, 2)", lambda x: torch.topk(x, 2).values, rows=2),
     _tied3_case("torch.sort(x)", lambda x: torch.sort(x).values, rows=3),
     _partial_case("torch.max(x)", torch.max, (0.0, 0.0, -1.0)),

@@ -1,5 +1,7 @@
 """The census of PyTorch's kink rules: pinned findings on torch 2.13 and the judges."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,9 +17,9 @@ from mtlib.census import (
     to_frame,
 )
 from mtlib.kinkcheck import kinkcheck
+from mtlib.ties import TIE_RULES
 
 F64 = torch.float64
-from mtlib.ties import TIE_RULES
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_pinned_rules(records):
     assert records["torch.max(x, dim=0)", "x = (0, 0, 0)"].rule == "first"
     assert records["torch.median(x, dim=0)", "x = (0, 0, 0)"].rule == "index 1"
     assert records["torch.maximum(x, y)", "x = y = 0"].rule == "uniform"
-    assert records["torch.mode(x)", "x = (0, 0, 0)"].rule == "last"
+    assert records["torch.mode(x)", "x = (0, 0, 0)"].rule == "last; outside the theory: not locally Lipschitz"
     assert records["torch.cummax(x, 0)", "x = (0, 0, 0)"].rule == "last"
     assert records["torch.sort(x)", "x = (0, 0, 0)"].rule == "per output: first, index 1, last"
     assert records["torch.quantile(x, 0.25)", "x = (0, 0, 0)"].rule == "weights (0.5, 0.5, 0)"
@@ -82,15 +84,19 @@ def test_forward_reverse_disagreements(records):
 
 
 def test_invalid_records(records):
+    assert all(r.valid is not None and r.clarke is not None for r in records.values())  # all decided
     assert _kinks(records, lambda r: not r.valid) == [
         (SCATTER, "self = src = (0, 0, 0)"), (SCATTER, "self = src_i = t = -2.5"),
         (SCATTER, "self = src_i = t = 0"), (SCATTER, "self = src_i = t = 1"),
-        (SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"),
-        ("torch.logsumexp(x, 0)", "x = (-inf, -inf), outside R^n")]
+        ("torch.logsumexp(x, 0)", "x = (-inf, -inf), outside R^n"),
+        ("torch.mode(x)", "x = (0, 0, 0)")]  # outside the theory: not locally Lipschitz (N5)
     forward_invalid = _ops(records, lambda r: r.forward_valid is False)
-    assert forward_invalid == ["F.lp_pool1d(x, 2, 2)", "torch.logsumexp(x, 0)"]
-    # valid but not Clarke-valid: the src-only view at src = self = 0 (the stratum is the point)
-    assert _kinks(records, lambda r: r.valid and not r.clarke) == [(SCATTER, "src = (0, 0, 0), self = 0")]
+    assert forward_invalid == ["F.lp_pool1d(x, 2, 2)", "torch.logsumexp(x, 0)", "torch.mode(x)"]
+    # valid but not Clarke-valid: the src-only views, at src = self = 0 (the stratum is the point)
+    # and on the face {src_1 = 0 = self} where f is differentiable (report N1)
+    assert _kinks(records, lambda r: r.valid and not r.clarke) == [
+        (SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"),
+        (SCATTER, "src = (0, 0, 0), self = 0")]
 
 
 def test_scatter_reduce_amax_without_self(records):
@@ -154,11 +160,16 @@ def test_elementwise_judge(z, rule, clarke):
 
 
 def test_elementwise_judge_at_a_smooth_point():
-    good, bad = run([Case("relu_z", "x = 1", lambda x: relu_z(x, 0.5), (1.0,)),
-                     Case("x with gradient 0", "x = 1", lambda x: x.detach() + 0 * x, (1.0,))])
+    good, bad, detached = run([
+        Case("relu_z", "x = 1", lambda x: relu_z(x, 0.5), (1.0,)),
+        Case("2x with gradient 1", "x = 1", lambda x: 2 * x.detach() + 0 * x + x, (1.0,)),
+        Case("x with gradient 0", "x = 1", lambda x: x.detach() + 0 * x, (1.0,))])
     assert (good.rule, good.clarke) == ("the derivative (smooth here)", True)
-    # differentiable at x: the stratum is an open interval, only the derivative is valid there
-    assert (bad.rule, bad.clarke, bad.valid) == ("not the derivative (smooth here)", False, False)
+    # differentiable at x: the stratum is an open interval, only the derivative is valid there;
+    # jvp sees only the undetached part (slope 1), the values say 3: the judge does not decide
+    assert (bad.valid, bad.clarke) == (None, None) and "disagree" in bad.rule
+    # jvp says 0, the values say 1 and autograd 0: never certified
+    assert (detached.valid, detached.clarke) == (None, None)
 
 
 def test_ties_judge_normal_component_and_bad_weights():
@@ -197,10 +208,11 @@ def test_run_rejects_bad_cases():
     with pytest.raises(ValueError,
                        match=r"`cases\[0\].signs` must hold one sign per coordinate of `x` \(2\), got 1"):
         run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True),), signs=(1.0,))])
-    with pytest.raises(ValueError,
-                       match=r"`masks` of case 'max' must hold one row of 2 flags per output \(1\), "
-                                         r"got shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"`masks` of case 'max' must be the tie sets of its outputs, "
+                                         r"\[\[True, True\]\]"):
         run([Case("max", "x = 0", torch.amax, (0.0, 0.0), "ties", ((True, True), (True, False)))])
+    with pytest.raises(ValueError, match=r"`masks` of case 'max' must be the tie sets"):  # a wrong tie set
+        run([Case("max", "x = 0", torch.amax, (0.0, 0.0, -1.0), "ties", ((True, True, True),))])
 
 
 def test_frame_and_formatting(records):
@@ -222,3 +234,109 @@ def test_kink_derivatives_table():
         assert table[rule].tolist() == [relu_at_0[rule]] * 4
     away = kink_derivatives(relu_formulations(), x=-2.0)
     assert (away.values == 0.0).all()
+
+
+def fixed_backward(forward, weights):
+    """``forward`` (a torch function of a flat vector) whose backward returns the rows ``weights``."""
+    w = torch.tensor(weights, dtype=F64)
+
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return forward(x)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.reshape(-1) @ w.reshape(grad.numel(), -1)
+
+        @staticmethod
+        def jvp(ctx, tangent):  # forward mode applies the same rows
+            return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
+
+    return Rule.apply
+
+
+def test_planted_n1_scatter_face_is_associated_not_clarke(records):
+    row = records[SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"]
+    assert (row.reverse, row.valid, row.clarke) == (((0.5, 0.0, 0.0),), True, False)
+    # without the face as its stratum the same numbers are judged where f is differentiable
+    (bare,) = run([Case(SCATTER, "bare", fixed_backward(torch.amax, [0.5, 0, 0]), (0.0, -1.0, -2.0),
+                        "windows")])
+    assert (bare.valid, bare.clarke) == (False, False)
+
+
+def test_planted_n2_quantile_is_not_an_order_statistic():
+    quantile = lambda x: torch.quantile(x, 0.25)  # noqa: E731  (x_(1) + x_(2)) / 2 for 3 entries
+    bad_tie, bad_smooth, pytorch = run([
+        Case("quantile, backward (1, 0, 0)", "x = (0, 0, 0)", fixed_backward(quantile, [1.0, 0, 0]),
+             (0.0, 0.0, 0.0), "ties", ((True,) * 3,)),
+        Case("quantile, backward (1, 0, 0)", "x = (0, 0, 1)", fixed_backward(quantile, [1.0, 0, 0]),
+             (0.0, 0.0, 1.0), "windows"),
+        Case("quantile", "x = (0, 0, 0)", quantile, (0.0, 0.0, 0.0), "ties", ((True,) * 3,)),
+    ])
+    # Clarke's set at the full tie is conv{(e_i + e_j) / 2}: (1, 0, 0) is outside, (1/2, 1/2, 0) a vertex
+    assert (bad_tie.valid, bad_tie.clarke) == (True, False)
+    assert (bad_smooth.valid, bad_smooth.clarke) == (True, False)  # smooth there: only (1/2, 1/2, 0)
+    assert (pytorch.reverse, pytorch.clarke) == (((0.5, 0.5, 0.0),), True)
+
+
+def test_planted_n3_weight_below_the_tie_is_not_certified():
+    (rec,) = run([Case("max, backward (0.5, 0, 0.5)", "x = (0, 0, -0.5)",
+                       fixed_backward(torch.amax, [0.5, 0.0, 0.5]), (0.0, 0.0, -0.5), "windows")])
+    assert (rec.valid, rec.clarke, rec.rule) == (False, False, "weights (0.5, 0)")
+    for gap in (1e-3, 0.5, 1.0, 7.0):  # no bump size involved: any gap below the tie
+        (rec,) = run([Case("max", "x", fixed_backward(torch.amax, [0.5, 0.0, 0.5]), (0.0, 0.0, -gap),
+                           "windows")])
+        assert (rec.valid, rec.clarke) == (False, False)
+
+
+def test_planted_n4_multi_output_clarke_is_joint():
+    three_max = lambda x: torch.stack([x.amax(), x.amax(), x.amax()])  # noqa: E731
+    row_wise = [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]  # every row Clarke-valid, the Jacobian not
+    common = [[1 / 3] * 3] * 3
+    bad, good = run([Case("(max, max, max)", "x = 0", fixed_backward(three_max, row_wise), (0.0,) * 3,
+                          "windows"),
+                     Case("(max, max, max)", "x = 0", fixed_backward(three_max, common), (0.0,) * 3,
+                          "windows")])
+    assert (bad.valid, bad.clarke, good.valid, good.clarke) == (True, False, True, True)
+    # sort at a full tie: its Clarke Jacobian is the Birkhoff polytope; a doubly stochastic one passes
+    sort = lambda x: torch.sort(x).values  # noqa: E731
+    mixed = [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1.0]]
+    row_only = [[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]]  # rows Clarke-valid, columns not
+    good, bad = run([Case("sort", "x = 0", fixed_backward(sort, rows), (0.0,) * 3, "windows")
+                     for rows in (mixed, row_only)])
+    assert (good.clarke, bad.valid, bad.clarke) == (True, True, False)
+
+
+def test_planted_n5_mode_is_outside_the_theory(records):
+    mode = records["torch.mode(x)", "x = (0, 0, 0)"]
+    assert (mode.valid, mode.clarke, mode.forward_valid) == (False, False, False)
+    assert mode.rule.endswith("outside the theory: not locally Lipschitz")
+    # the reason: mode(0, b, -a) - mode(0, 0, -a) = -a for every b > 0, an unbounded quotient a / b
+    f = lambda v: torch.mode(torch.tensor(v, dtype=F64)).values.item()  # noqa: E731
+    assert [f([0.0, 0.0, -1e-3]), f([0.0, 1e-9, -1e-3])] == [0.0, -1e-3]
+
+
+def test_judge_takes_the_jacobian_as_data():
+    from mtlib.census._judge import judge
+
+    case = Case("max", "x = (0, 0, -1)", torch.amax, (0.0, 0.0, -1.0), "windows")
+    x = torch.tensor(case.x, dtype=F64)
+    assert judge(case, x, torch.tensor([[0.5, 0.5, 0.0]], dtype=F64)) == (True, True, "uniform")
+    assert judge(case, x, torch.tensor([[1.5, -0.5, 0.0]], dtype=F64))[:2] == (True, False)
+    assert judge(case, x, torch.tensor([[float("nan"), 0.0, 0.0]], dtype=F64)) == (False, False, "nan")
+
+
+def test_large_tie_sampled_orderings_never_reject():
+    """8! orderings exceed MAX_ORDERINGS: a Jacobian outside the pieces found is undetermined."""
+    from mtlib.census._judge import MAX_ORDERINGS
+
+    assert math.factorial(8) > MAX_ORDERINGS
+    first, doubled = run([Case("max", "8 ties", fixed_backward(torch.amax, w), (0.0,) * 8, "windows")
+                          for w in ([1.0] + [0.0] * 7, [2.0] + [0.0] * 7)])
+    assert (first.valid, first.clarke) == (True, True)
+    assert (doubled.valid, doubled.clarke) == (False, None)
