@@ -3,8 +3,16 @@
 Chapter: stampacchia.
 
 The Stampacchia property (eq 22) says that a Lipschitz ``w`` has ``nabla w = 0`` almost
-everywhere on ``{w = 0}``. Where the zero set has an interior this is plain; the fat Cantor
-set is the standard zero set where it is not: positive measure, no interval inside.
+everywhere on ``{w = 0}``. Where the zero set has an interior this is plain. In one variable
+it is plain everywhere: at a zero ``z`` that is a limit of other zeros ``z_k``,
+``w'(z) = lim (w(z_k) - w(z)) / (z_k - z) = 0`` wherever ``w`` is differentiable, and isolated
+zeros are countable. On the line the fat Cantor set ``C`` (positive measure, no interval
+inside) therefore illustrates Rademacher's a.e. differentiability of ``w`` on ``C``, not the
+Stampacchia property. The property has content in the plane, for zero sets such as ``C x C``
+(measure ``1/4``, no interior), where the proof runs through Lebesgue density points:
+:func:`fat_cantor_cdf` gives the measure of ``C_n`` in an interval, hence the density of
+``C_n x C_n`` in a square, a product of two one-dimensional densities
+(:func:`fat_cantor_density`).
 
 Construction. ``C_0 = [0, 1]``. At step ``k = 1, 2, ...`` remove from the middle of each of
 the ``2^(k-1)`` closed intervals of ``C_(k-1)`` an open *gap* of length ``4^(-k)``. Then
@@ -195,3 +203,60 @@ def secant_slope(x: torch.Tensor, h: float, n: int) -> torch.Tensor:
     w0 = distance_to_fat_cantor(x, n)
     return torch.maximum((distance_to_fat_cantor(x + h, n) - w0).abs(),
                          (distance_to_fat_cantor(x - h, n) - w0).abs()) / h
+
+
+def fat_cantor_cdf(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``|C_n intersected with [0, x]|``, elementwise: the distribution function of ``C_n``.
+
+    Walks down the construction like :func:`distance_to_fat_cantor`: passing to the right
+    sub-interval at level ``k`` adds the measure ``2^(n-k-1) l_n`` of ``C_n`` in the left one;
+    a point in a gap adds it and stops; at level ``n`` the part ``x - left`` of the interval
+    is added. At dyadic points the arithmetic is exact (module doc). ``|C intersected with
+    I|`` differs from ``|C_n intersected with I|`` by at most ``2^(-2n-1)`` per interval of
+    ``C_n`` that meets ``I``.
+
+    Args:
+        x: floating-point tensor of points.
+        n: number of construction levels, ``0 <= n <= MAX_LEVEL``.
+
+    Returns:
+        A tensor of ``x``'s shape and dtype, ``0`` left of ``0`` and ``|C_n|`` right of ``1``.
+
+    Examples:
+        >>> fat_cantor_cdf(torch.tensor([-1.0, 0.25, 0.375, 0.5, 0.75, 2.0]), 1).tolist()
+        [0.0, 0.25, 0.375, 0.375, 0.5, 0.75]
+    """
+    x = check_tensor("fat_cantor_cdf", "x", x)
+    check_float_dtype("fat_cantor_cdf", "x", x)
+    n = _level("fat_cantor_cdf", n)
+    l_n = float(interval_length(n))
+    out = torch.where(x > 1, torch.full_like(x, 2**n * l_n), torch.zeros_like(x))   # |C_n| = 2^n l_n
+    active = (x >= 0) & (x <= 1)            # in C_k so far
+    left = torch.zeros_like(x)              # left end of the current interval of C_k
+    below = torch.zeros_like(x)             # measure of C_n left of the current interval
+    for k in range(n):
+        length, half_gap = float(interval_length(k)), 2.0 ** (-2 * k - 3)
+        offset = x - (left + length / 2)
+        passed = offset > -half_gap                   # in the gap or in the right half
+        below = torch.where(active & passed, below + 2.0 ** (n - k - 1) * l_n, below)
+        in_gap = active & (offset.abs() < half_gap)
+        out = torch.where(in_gap, below, out)
+        active = active & ~in_gap
+        left = torch.where(offset > 0, left + length - float(interval_length(k + 1)), left)
+    return torch.where(active, below + (x - left).clamp(0.0, l_n), out)
+
+
+def fat_cantor_density(x: torch.Tensor, h: float, n: int) -> torch.Tensor:
+    """``|C_n intersected with [x - h, x + h]| / (2 h)``, elementwise, from :func:`fat_cantor_cdf`.
+
+    The density of ``C_n x C_n`` in the square ``[x - h, x + h] x [y - h, y + h]`` is the
+    product ``fat_cantor_density(x, h, n) * fat_cantor_density(y, h, n)``. By Lebesgue's density
+    theorem the density of ``C`` (and of ``C x C``) tends to ``1`` at almost every one of
+    its points as ``h -> 0``.
+
+    Examples:
+        >>> fat_cantor_density(torch.tensor([0.25, 0.375, 0.5]), 0.125, 1).tolist()
+        [1.0, 0.5, 0.0]
+    """
+    check_positive("fat_cantor_density", "h", h)
+    return (fat_cantor_cdf(x + h, n) - fat_cantor_cdf(x - h, n)) / (2 * h)

@@ -11,6 +11,8 @@ from mtlib.cantor import (
     MAX_LEVEL,
     distance_to_fat_cantor,
     fat_cantor_breakpoints,
+    fat_cantor_cdf,
+    fat_cantor_density,
     fat_cantor_intervals,
     fat_cantor_measure,
     interval_length,
@@ -116,3 +118,41 @@ def test_bad_arguments():
         sample_fat_cantor(3, 20, bits=20)
     with pytest.raises(ValueError, match="`h` must be > 0"):
         secant_slope(torch.zeros(1, dtype=torch.float64), 0.0, 2)
+
+
+def brute_cdf(x: Fraction, n: int) -> Fraction:
+    """|C_n intersected with [0, x]| from the exact list of intervals: the oracle."""
+    return sum((max(Fraction(0), min(b, x) - a) for a, b in fat_cantor_intervals(n)), Fraction(0))
+
+
+@pytest.mark.parametrize("n", range(7))
+def test_cdf_equals_the_exact_oracle_on_a_dyadic_grid(n):
+    grid = [Fraction(k, 512) for k in range(-64, 577)]
+    got = fat_cantor_cdf(torch.tensor([float(p) for p in grid], dtype=torch.float64), n)
+    assert got.tolist() == [float(brute_cdf(p, n)) for p in grid]
+
+
+@given(st.integers(0, 8), st.integers(0, 2**20), st.integers(1, 2**20))
+@settings(max_examples=200, deadline=None)
+def test_density_is_the_exact_measure_of_the_window(n, k, j):
+    x, h = Fraction(k, 2**20), Fraction(j, 2**22)
+    got = fat_cantor_density(torch.tensor([float(x)], dtype=torch.float64), float(h), n).item()
+    assert got == float((brute_cdf(x + h, n) - brute_cdf(x - h, n)) / (2 * h))
+    assert 0.0 <= got <= 1.0
+
+
+def test_density_at_gap_ends_and_inside_intervals():
+    # 3/8 ends the left interval of C_1: half of a small window lies in the gap
+    assert fat_cantor_density(torch.tensor([0.375], dtype=torch.float64), 2.0**-8, 1).item() == 0.5
+    assert fat_cantor_density(torch.tensor([0.125], dtype=torch.float64), 2.0**-8, 1).item() == 1.0
+    # the window [1/4, 3/4] holds the first gap (length 1/4) and 1/4 of C_1; deeper levels
+    # remove more: gaps of level 3 (length 1/64) sit in [7/32, 3/8] and [5/8, 25/32]
+    assert fat_cantor_density(torch.tensor([0.5], dtype=torch.float64), 0.25, 1).item() == 0.5
+    assert fat_cantor_density(torch.tensor([0.5], dtype=torch.float64), 0.25, 3).item() < 0.5
+
+
+def test_cdf_rejects_bad_levels():
+    with pytest.raises(ValueError):
+        fat_cantor_cdf(torch.zeros(1, dtype=torch.float64), MAX_LEVEL + 1)
+    with pytest.raises(TypeError):
+        fat_cantor_cdf(torch.zeros(1, dtype=torch.int64), 2)
