@@ -25,7 +25,8 @@ DOCTEST := $(BIN)/python -m pytest -p no:cacheprovider -q -rf --doctest-modules 
 # The book build keeps its execution reports; on failure they are printed, so the CI log says why.
 REPORTS := _build/html/reports
 
-.PHONY: install book test outputs lint sweep bench serve clean browser-deps show-reports test-colab
+.PHONY: install book test outputs lint sweep bench serve clean browser-deps show-reports test-colab \
+	test-torch-next
 
 install: $(STAMP)
 
@@ -80,6 +81,25 @@ test-colab:
 	if [ -n "$(PY313)" ] && $(PY313) -c pass 2>/dev/null; then \
 		$(PY313) -W error -m compileall -q -f -x '/_build/' mtlib >/dev/null && echo "mtlib byte-compiles on Python 3.13"; \
 	else echo "no Python 3.13 here: the 3.13 byte-compile check is skipped"; fi
+
+# The next PyTorch: a second venv with torch 2.14.1 and every other pin of requirements.txt (triton:
+# the version torch 2.14.1 requires, ~=3.8.0), then every chapter under nbval-lax (each cell must run
+# and its asserts hold; outputs are not compared, they are committed from torch 2.13.0) and mtlib's
+# pytest suite. pip takes torch 2.14.1 and its CUDA libraries (about 5.5 GB) from local disk here.
+NEXT_VENV := _build/venv-next
+NEXT_TORCH := 2.14.1
+NEXT_TRITON := 3.8.0
+
+test-torch-next:
+	rm -rf $(NEXT_VENV)
+	$(PYTHON) -m venv $(NEXT_VENV)
+	sed -e 's/^torch==.*/torch==$(NEXT_TORCH)/' -e 's/^triton==.*/triton==$(NEXT_TRITON)/' requirements.txt \
+		> $(NEXT_VENV)/requirements.txt
+	$(NEXT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(NEXT_VENV)/requirements.txt
+	$(NEXT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(NEXT_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('$(NEXT_TORCH)'), torch.__version__"
+	$(NEXT_VENV)/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf --nbval-lax book
+	$(NEXT_VENV)/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf tests/mtlib
 
 _build/_config_test.yml: _config.yml $(STAMP)
 	mkdir -p _build

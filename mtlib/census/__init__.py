@@ -22,14 +22,25 @@ import pandas as pd
 import torch
 
 from mtlib._autodiff import autograd_gradient, forward_jacobian, reverse_jacobian
+from mtlib.census._history import (
+    changes,
+    check_release,
+    compare,
+    history,
+    nearest_release,
+    release_table,
+    shipped_releases,
+    torch_release,
+)
 from mtlib.census._judge import ATOL as _ATOL
 from mtlib.census._judge import judge
 from mtlib.census.cases import CASES, KINDS, Case
 from mtlib.policy import tie_policy
 from mtlib.ties import TIE_RULES
 
-__all__ = ["Case", "CensusRecord", "by_convention", "format_jacobian", "kink_derivatives",
-           "relu_formulations", "run", "to_frame"]
+__all__ = ["Case", "CensusRecord", "by_convention", "changes", "check_release", "compare", "format_jacobian",
+           "history", "kink_derivatives", "nearest_release", "relu_formulations", "release_table", "run",
+           "shipped_releases", "to_frame", "torch_release"]
 
 
 @dataclass(frozen=True)
