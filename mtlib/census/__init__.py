@@ -90,8 +90,12 @@ def _rows(jac: torch.Tensor) -> tuple[tuple[float, ...], ...]:
 
 def _record(case: Case) -> CensusRecord:
     x = torch.tensor(case.x, dtype=torch.float64)
-    rev = reverse_jacobian(case.f, x)
-    fwd = _forward(case.f, x)
+    return _judged(case, case.op, reverse_jacobian(case.f, x), _forward(case.f, x))
+
+
+def _judged(case: Case, op: str, rev: torch.Tensor, fwd: torch.Tensor | None) -> CensusRecord:
+    """The record of the Jacobians ``rev``/``fwd`` of ``op`` (any framework), judged as ``case``."""
+    x = torch.tensor(case.x, dtype=torch.float64)
     valid, clarke, rule = judge(case, x, rev)
     forward_valid = agree = None
     if fwd is not None:
@@ -99,11 +103,11 @@ def _record(case: Case) -> CensusRecord:
         agree = bool(torch.allclose(rev, fwd, atol=_ATOL, rtol=0, equal_nan=True))
         if not agree:
             rule = f"reverse: {rule}; forward: {forward_rule}"
-    return CensusRecord(case.op, case.kink, case.variables, _rows(rev), None if fwd is None else _rows(fwd),
+    return CensusRecord(op, case.kink, case.variables, _rows(rev), None if fwd is None else _rows(fwd),
                         rule, valid, clarke, forward_valid, agree)
 
 
-def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
+def run(cases: Sequence[Case] | None = None, *, framework: str = "torch") -> list[CensusRecord]:
     """Run the census: one :class:`CensusRecord` per :class:`Case` (default: PyTorch's ops).
 
     For each op at its kink ``x``, differentiated in ``case.variables``: the Jacobian from
@@ -123,16 +127,23 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
     Args:
         cases: the ops and kinks to visit; ``None`` for the built-in list
             ``mtlib.census.cases.CASES`` (82 kinks of PyTorch ops). Pass your own
-            :class:`Case` objects to census your own functions.
+            :class:`Case` objects to census your own functions. With ``framework="jax"``:
+            ``JaxCase`` objects, ``None`` for ``JAX_CASES``, the JAX counterpart of every
+            row that has one (``JAX_GAPS`` lists the rows without one, with the reason).
+        framework: ``"torch"``, or ``"jax"`` (needs ``mtlib[jax]``; jax is imported only
+            then): JAX's Jacobian in reverse mode (``jax.vjp``) and forward mode
+            (``jax.jvp``), float64 under JAX's thread-local x64 context (undone on
+            return), judged by the same judge against each case's torch reference (same
+            values), so :func:`to_frame` and :func:`by_convention` apply unchanged.
 
     Returns:
         A list of :class:`CensusRecord`, in the order of the cases.
 
     Raises:
-        TypeError: an entry of ``cases`` is not a :class:`Case`.
+        TypeError: an entry of ``cases`` is not a :class:`Case` (``JaxCase`` for JAX).
         ValueError: a case has an unknown ``kind``, lacks its ``masks``/``norm``, has
             ``masks`` not of shape (outputs, coordinates) or ``signs`` not one per coordinate,
-            or is ``"elementwise"`` with more than one coordinate.
+            or is ``"elementwise"`` with more than one coordinate; unknown ``framework``.
 
     Examples:
         >>> from mtlib.activations import relu_z
@@ -145,10 +156,27 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
     References:
         Despres (2024), Def 1, Sec 4.1-4.4, Sec 5; Clarke (1990).
     """
+    if framework not in ("torch", "jax"):
+        raise ValueError(f"run: `framework` must be 'torch' or 'jax', got {framework!r}")
+    if framework == "jax":
+        _jax = _jax_module()
+        cases = _jax.JAX_CASES if cases is None else list(cases)
+        for i, case in enumerate(cases):
+            if not isinstance(case, _jax.JaxCase):
+                raise TypeError(f"run: `cases[{i}]` must be a JaxCase, got {type(case).__name__}")
+        _check([case.judged for case in cases])
+        return _jax.records(cases, _judged)
     cases = CASES if cases is None else list(cases)
     for i, case in enumerate(cases):
         if not isinstance(case, Case):
             raise TypeError(f"run: `cases[{i}]` must be a Case, got {type(case).__name__}")
+    _check(cases)
+    return [_record(case) for case in cases]
+
+
+def _check(cases: list[Case]) -> None:
+    """The checks of :func:`run` on each case's fields (the torch reference, for JAX)."""
+    for i, case in enumerate(cases):
         if case.kind not in KINDS:
             raise ValueError(f"run: `cases[{i}].kind` must be one of {KINDS}, got {case.kind!r}")
         if case.kind == "elementwise" and len(case.x) != 1:
@@ -160,7 +188,6 @@ def run(cases: Sequence[Case] | None = None) -> list[CensusRecord]:
         if (case.kind, case.masks) == ("ties", None) or (case.kind, case.norm) == ("ball", None):
             raise ValueError(f"run: `cases[{i}]` of kind {case.kind!r} needs its "
                              f"`{'masks' if case.kind == 'ties' else 'norm'}`")
-    return [_record(case) for case in cases]
 
 
 def _fmt(v: float) -> str:
@@ -250,3 +277,24 @@ def kink_derivatives(functions: Mapping[str, Callable], x: float = 0.0) -> pd.Da
                          index=list(functions))
     table.index.name = "formulation"
     return table
+
+
+_JAX_NAMES = ("JAX_CASES", "JAX_GAPS", "JaxCase", "jax_boustany_f", "jax_derivative_table", "jax_max1",
+              "jax_maxpool_f", "side_by_side")
+
+
+def _jax_module():
+    """:mod:`mtlib.census._jax`, the only module that imports jax (the optional ``mtlib[jax]``)."""
+    try:
+        from mtlib.census import _jax
+    except ImportError as err:
+        hint = "pip install 'mtlib[jax]'"
+        raise ImportError(f"mtlib.census: the JAX census needs jax ({err}): {hint}") from err
+    return _jax
+
+
+def __getattr__(name: str):
+    """The JAX names, from :mod:`mtlib.census._jax` on first use (importing jax only then)."""
+    if name in _JAX_NAMES:
+        return getattr(_jax_module(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
