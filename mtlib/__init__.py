@@ -39,6 +39,7 @@ from mtlib.directional import (
     ld_jvp,
     lexicographic_gradient,
     one_sided_difference,
+    perturbed_gradient,
 )
 
 # checks: is a gradient a valid associated gradient (eq 15), a gradcheck at kinks, kink counts
@@ -103,6 +104,7 @@ __all__ = [
     "ld_jvp",
     "lexicographic_gradient",
     "one_sided_difference",
+    "perturbed_gradient",
     # checks
     "KinkCount",
     "KinkReport",

@@ -17,11 +17,14 @@ it is ``0`` in both directions, where autograd returns ``-1.5`` and ``-3``.
 :func:`jvp` evaluates ``f`` on a :class:`Dual`, a tensor carrying the tangent ``d``;
 :func:`ld_jvp` carries ``k`` tangents at once and resolves each kink lexicographically (the
 LD-derivative of Nesterov 2005 and Khan & Barton 2015), and :func:`lexicographic_gradient`
-turns it into an element of Clarke's generalized gradient at every point. See
+turns it into an element of Clarke's generalized gradient at every point;
+:func:`perturbed_gradient` gets one with probability one from a single tangent and one reverse
+pass, at the cost of a gradient. See
 :mod:`mtlib.directional._dual` (the tensor and its dispatch), :mod:`mtlib.directional._order`
 (the lexicographic order), :mod:`mtlib.directional._smooth` (smooth ops, comparisons,
 metadata), :mod:`mtlib.directional._kinks` (the kinks) and
-:mod:`mtlib.directional._lexicographic` (LD-derivatives).
+:mod:`mtlib.directional._lexicographic` (LD-derivatives), :mod:`mtlib.directional._perturbed`
+(the perturbed-branch gradient).
 
 Chapter: directional, lexicographic.
 """
@@ -41,10 +44,11 @@ from mtlib.directional import _kinks, _pools  # noqa: F401  (importing registers
 from mtlib.directional._dual import Dual, Rule
 from mtlib.directional._dual import register_rule as _register_rule
 from mtlib.directional._lexicographic import evaluate, ld_jvp, lexicographic_gradient
+from mtlib.directional._perturbed import perturbed_gradient
 from mtlib.directional._smooth import smooth_rule  # importing also registers the smooth rules
 
 __all__ = ["Dual", "compare_directional", "jvp", "ld_jvp", "lexicographic_gradient",
-           "one_sided_difference", "register_rule", "register_smooth"]
+           "one_sided_difference", "perturbed_gradient", "register_rule", "register_smooth"]
 
 
 def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):

@@ -1,12 +1,13 @@
 """Direct tangent rules for the hot smooth ops: no ``torch.func`` transform per call.
 
-For an op that is linear (or affine) in its one dual argument, the tangents are the linear part
+For an op that is linear (or affine) in each dual argument, the tangents are the linear part
 applied to the stacked tangents ``(k, *x.shape)``, with ``k`` as a leading batch dimension:
 
 * order-preserving reshapes (``reshape``, ``view``, ``flatten``, ``unflatten``, ``squeeze``,
   ``unsqueeze``, ``view_as``, ``contiguous``, ``clone``): ``T.reshape(k, *out.shape)``;
-* ``linear(x, W, b)``: ``linear(T, W)``; ``conv{1,2,3}d(x, W, b, ...)``: the convolution of
-  ``T`` with ``k`` folded into the batch, without bias; ``x @ W`` and ``W @ x``;
+* ``linear(x, W, b)``: ``linear(T_x, W) + x T_W^T + T_b``; ``conv{1,2,3}d(x, W, b, ...)``: the
+  convolution of ``T_x`` with ``k`` folded into the batch, plus that of ``x`` with ``T_W`` (``k``
+  folded into the output channels), plus ``T_b``; ``x @ W`` and ``W @ x``;
 * sums and means over dims (shifted by one), negation;
 * ``a + b``, ``a - b`` and ``a * b`` with one or both dual (product rule), ``a / c`` for a
   constant ``c``.
@@ -45,9 +46,19 @@ def _linear(func, args, kwargs):
         return input, weight, bias
 
     x, weight, bias = bind(*args, **kwargs)
-    if not isinstance(x, Dual) or isinstance(weight, Dual) or isinstance(bias, Dual):
-        return None
-    return wrap(func(*primals(args), **primals(kwargs)), F.linear(x.tangents, weight))
+    out = func(*primals(args), **primals(kwargs))
+    parts = []
+    if isinstance(x, Dual):
+        parts.append(F.linear(x.tangents, primals(weight)))
+    if isinstance(weight, Dual):  # x W_t^T for each tangent W_t (k > 1: one batched matmul)
+        xv, t = primals(x), weight.tangents
+        if len(t) == 1:
+            parts.append(F.linear(xv, t.squeeze(0)).unsqueeze(0))  # squeeze: no zero-filled backward
+        else:
+            parts.append((xv.reshape(1, -1, xv.shape[-1]) @ t.mT).reshape(len(t), *out.shape))
+    if isinstance(bias, Dual):
+        parts.append(align(bias.tangents, out.dim()))
+    return wrap(out, sum(parts[1:], parts[0]))
 
 
 def _conv(nd: int):
@@ -56,14 +67,25 @@ def _conv(nd: int):
             return input, weight, bias, (stride, padding, dilation, groups)
 
         x, weight, bias, rest = bind(*args, **kwargs)
-        if not isinstance(x, Dual) or isinstance(weight, Dual) or isinstance(bias, Dual):
-            return None
+        xv, wv = primals(x), primals(weight)
+        channel = xv.dim() - nd - 1  # 1 batched, 0 unbatched
+        if isinstance(weight, Dual) and len(weight.tangents) > 1 and rest[3] != 1:
+            return None  # k > 1 tangents fold into the output channels only without groups
         out = func(*primals(args), **primals(kwargs))
-        t = x.tangents
-        if x.dim() == nd + 2:  # batched: fold k into the batch
-            folded = func(t.reshape(-1, *x.shape[1:]), weight, None, *rest)
-            return wrap(out, folded.reshape(t.shape[0], *out.shape))
-        return wrap(out, func(t, weight, None, *rest))  # unbatched: k is the batch
+        parts = []
+        if isinstance(x, Dual):
+            t = x.tangents
+            if channel:  # batched: fold k into the batch
+                parts.append(func(t.reshape(-1, *xv.shape[1:]), wv, None, *rest).reshape(len(t), *out.shape))
+            else:  # unbatched: k is the batch
+                parts.append(func(t, wv, None, *rest))
+        if isinstance(weight, Dual):  # conv(x, W_t) for each tangent W_t: k folded into the channels
+            t = weight.tangents
+            folded = func(xv, t.reshape(-1, *wv.shape[1:]), None, *rest)
+            parts.append(folded.unflatten(channel, (len(t), wv.shape[0])).movedim(channel, 0))
+        if isinstance(bias, Dual):
+            parts.append(bias.tangents.reshape(len(bias.tangents), *([1] * channel), -1, *([1] * nd)))
+        return wrap(out, sum(parts[1:], parts[0]))
 
     return rule
 

@@ -34,6 +34,27 @@ def _window_max(wv, valid, wt, out) -> torch.Tensor:
     return torch.where(tie.any(dim=-1), tangent, 0.0)  # a window of padding only: constant -inf
 
 
+def _tiled_tangent(v, t, out, kernel, nd: int) -> torch.Tensor:
+    """One tangent (``k = 1``) and windows that tile the input (stride = kernel, no padding,
+    no dilation): the winner's tangent is the largest tangent among the window's maxima, one
+    torch max pool of the tangents masked by the tie sets, without copying windows. Torch's
+    first maximum among equal tangents is the first lexicographic winner, as
+    :func:`~mtlib.directional._order.lex_max_along` takes."""
+    outs = out.shape[out.dim() - nd:]
+    crop = (Ellipsis, *(slice(0, o * k) for o, k in zip(outs, kernel)))
+    v, t = v[crop], t.squeeze(0).expand(v.shape)[crop]  # cells after the last window are in none
+    lead = v.shape[:v.dim() - nd]
+    grid = [n for o, k in zip(outs, kernel) for n in (o, k)]
+    tie = v.reshape(*lead, *grid) == out.reshape(*lead, *[n for o in outs for n in (o, 1)])
+    masked = torch.where(tie.reshape(v.shape), t, NEG_INF)
+    pooled = _MAX_POOLS[nd](masked.reshape(-1, *masked.shape[len(lead):]), kernel)  # any batch dims
+    return pooled.reshape(1, *out.shape)
+
+
+def _tiles(sizes, outs, kernel) -> bool:
+    return all(o * k <= n for n, o, k in zip(sizes, outs, kernel))
+
+
 def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> torch.Tensor:
     """Tangents of the lexicographic max of each maxpool window (windows as in torch).
 
@@ -45,6 +66,8 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
     k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
     s = _ntuple(stride, nd) if stride not in (None, (), []) else k
     sizes, out_sizes = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
+    if t.shape[0] == 1 and s == k and not any(p) and set(d) == {1} and _tiles(sizes, out_sizes, k):
+        return _tiled_tangent(v, t, out, k, nd)
     pads = []
     for i in reversed(range(nd)):
         need = (out_sizes[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1
@@ -81,6 +104,9 @@ def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
     """Tangents of the lexicographic max of each adaptive-pool window: along an axis of length
     ``L`` with ``n`` outputs, window ``o`` is ``[floor(o L / n), ceil((o + 1) L / n))`` (torch's
     windows). Windows are gathered to the longest one's length, the extra cells masked."""
+    sizes, outs = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
+    if t.shape[0] == 1 and all(n % o == 0 for n, o in zip(sizes, outs)):  # equal windows tile
+        return _tiled_tangent(v, t, out, tuple(n // o for n, o in zip(sizes, outs)), nd)
     t = t.expand(t.shape[0], *v.shape)
     valid = torch.ones_like(v, dtype=torch.bool)
     parts = [v, valid, t]
@@ -108,6 +134,9 @@ def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
         results.append(w.permute(order).flatten(-nd))
     wv, valid, wt = results
     return _window_max(wv, valid, wt, out)
+
+
+_MAX_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def _indices_rule(func, args, kwargs):
@@ -156,12 +185,15 @@ def _mtlib_pool_rule(func, args, kwargs):
     bound = dict(zip(names, args), **kwargs)
     out, aux = func(*primals(args), **primals(kwargs))
     v, t = split(bound["x"])
-    if bound.get("output_size"):
-        tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
-    else:
-        tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
-                               bound["dilation"], len(bound["kernel"]))
-    return finish(out, tangent), aux
+    # the op runs inside an autograd.Function's forward, where grad is off: keep the tangent
+    # differentiable in its direction, for the reverse pass of perturbed_gradient
+    with torch.enable_grad():
+        if bound.get("output_size"):
+            tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
+        else:
+            tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
+                                   bound["dilation"], len(bound["kernel"]))
+        return finish(out, tangent), aux
 
 
 def _schema(func):

@@ -124,7 +124,9 @@ unflatten squeeze unsqueeze permute transpose swapaxes t movedim expand expand_a
 repeat tile flip roll narrow select index_select gather take_along_dim diagonal diag tril triu
 stack cat concat concatenate hstack vstack unbind split chunk clone contiguous to type_as double
 float pad unfold where masked_fill lerp mse_loss cross_entropy nll_loss
-binary_cross_entropy_with_logits __getitem__ __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__
+binary_cross_entropy_with_logits batch_norm layer_norm group_norm avg_pool1d avg_pool2d avg_pool3d
+adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
+__getitem__ __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__
 __truediv__ __rtruediv__ __neg__ positive __pos__ __pow__ __rpow__ __matmul__ __rmatmul__ T mT
 """.split()
 _PRIMAL_ONLY = """

@@ -27,7 +27,7 @@ max_pair_piecewise max_piecewise max_pool1d max_pool2d max_pool_layer_piecewise 
 max_weights network_layers one_sided_difference pool_multiplicity regularized_integrals
 relu_layer_piecewise relu_piecewise relu_z tie_fraction tie_policy tie_set upper_bound
 window_tie_counts
-ld_jvp lexicographic_gradient
+ld_jvp lexicographic_gradient perturbed_gradient
 max_pool3d MaxPool3d adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
 AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d
 """.split()
