@@ -9,7 +9,7 @@ rows ``(v_i, t_i1, ..., t_ik)`` in lexicographic order (:mod:`mtlib.directional.
     + o(e^k), \\qquad i^* = \\operatorname{lexmax}_{i \\in T} (t_{i1}, \\dots, t_{ik}),
 
 with ``T = {i : v_i = max_j v_j}`` the tie set of Sec 4.3, eq 19 (Nesterov 2005; Khan &
-Barton 2015, Sec 3): the first direction that breaks the tie decides, then the next. For
+Barton 2015): the first direction that breaks the tie decides, then the next. For
 ``k = 1`` this is the one-sided rule ``max'(x; d) = max_{i in T} d_i``. ``relu = max(., 0)``,
 ``abs(v) = fsign(v, t) (v, t)``, ``clamp`` and the maxpools (a max per window) follow.
 Values always come from torch itself (exact parity, torch's own argument checks); only the

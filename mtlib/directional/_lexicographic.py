@@ -1,7 +1,7 @@
 """Lexicographic directional derivatives (LD-derivatives) and the lexicographic gradient.
 
-For a matrix of directions ``M = [m_1 ... m_k]`` the LD-derivative of Khan & Barton (2015,
-Def 2.1), after Nesterov's lexicographic derivative (2005, Sec 2), is the matrix
+For a matrix of directions ``M = [m_1 ... m_k]`` the LD-derivative of Khan & Barton (2015),
+after Nesterov's lexicographic derivative (2005), is the matrix
 
 .. math::
 
@@ -15,15 +15,16 @@ composition of smooth maps with max/min/abs/relu/clamp/maxpool it is computed in
 pass carrying the ``k`` tangents, each kink taking the entry that is largest at the perturbed
 point ``x + e m_1 + e^2 m_2 + ... + e^k m_k`` for small ``e > 0`` (lexicographic order,
 :mod:`mtlib.directional._order`), and it obeys the chain rule
-``(g o f)'(x; M) = g'(f(x); f'(x; M))`` (Khan & Barton 2015, Prop 3.2).
+``(g o f)'(x; M) = g'(f(x); f'(x; M))`` (Khan & Barton 2015).
 
 When ``M`` is square and nonsingular, ``J = f'(x; M) M^{-1}`` is a lexicographic derivative of
 Nesterov, an element of the lexicographic subdifferential, which lies in Clarke's generalized
-Jacobian (Khan & Barton 2015, Thm 2.2 and Prop 2.3; Nesterov 2005, Thm 5); for a
+Jacobian (Nesterov 2005; Khan & Barton 2015); for a
 piecewise-C^1 function it is the Jacobian of a piece that is active on an open set around the
-perturbed point, an element of the B-subdifferential (Khan & Barton 2013, Sec 5). For a
+perturbed point, an element of the B-subdifferential (Khan & Barton 2013, 2015). For a
 piecewise-linear function it equals the gradient at ``x + e m_1 + ... + e^k m_k`` for every
-small ``e > 0``; the tests check exactly that.
+small ``e > 0``; the tests check exactly that. (We cite these papers by their results, without
+section or theorem numbers, which we could not check against the published texts.)
 
 Chapter: lexicographic (also used by kinkcheck and census for exact verdicts).
 """
@@ -63,7 +64,7 @@ def ld_jvp(f: Callable, x: torch.Tensor, M: torch.Tensor):
 
     ``M[..., j]`` is direction ``m_{j+1}``; column ``j`` of the result is the directional
     derivative, in direction ``m_{j+1}``, of the piece selected by ``m_1, ..., m_j`` (eq LD of
-    :mod:`mtlib.directional._lexicographic`; Khan & Barton 2015, Def 2.1 and Sec 3). ``f`` runs
+    :mod:`mtlib.directional._lexicographic`; Khan & Barton 2015). ``f`` runs
     once on a :class:`Dual` carrying the ``k`` tangents (a batched pass, not ``k`` passes):
     smooth ops apply their Jacobian to every column; at a kink the lexicographically largest
     row ``(value, t_1, ..., t_k)`` wins (the first direction that breaks a tie decides, then
@@ -112,8 +113,8 @@ def lexicographic_gradient(f: Callable, x: torch.Tensor, M: torch.Tensor | None 
     """A lexicographic gradient of a scalar ``f`` at ``x``: ``f'(x; M) M^{-1}``, of ``x``'s shape.
 
     With ``M`` square (``k = x.numel()`` directions) and nonsingular, the row vector
-    ``g = f'(x; M) M^{-1}`` (:func:`ld_jvp`) is a lexicographic derivative (Nesterov 2005,
-    Thm 5; Khan & Barton 2015, Thm 2.2), an element of Clarke's generalized gradient
+    ``g = f'(x; M) M^{-1}`` (:func:`ld_jvp`) is a lexicographic derivative (Nesterov 2005;
+    Khan & Barton 2015), an element of Clarke's generalized gradient
     ``\\partial_C f(x)`` at *every* point, ties included: for Boustany's zero function
     (Sec 4.3, Table 2) and the maxpool one (Sec 4.4, Table 3) it is 0 where autograd returns
     -1.5 and -3. For piecewise-linear ``f`` it is the gradient at ``x + e m_1 + e^2 m_2 + ...``

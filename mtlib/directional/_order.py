@@ -9,10 +9,10 @@ A :class:`~mtlib.directional._dual.Dual` with value ``v`` and tangents ``t_1, ..
     \\qquad \\varepsilon \\to 0^+,
 
 and two such points compare, for all small ``eps > 0``, like the vectors
-``(v, t_1, ..., t_k)`` in lexicographic order (Nesterov 2005, Sec 2; Khan & Barton 2015,
-Def 2.1). For ``k = 1`` this is the order of ``x + h d`` of the one-sided derivative. The
-helpers below evaluate that order elementwise and pick lexicographic maxima along a dimension;
-the comparison rules (:mod:`._smooth`) and the kink rules (:mod:`._kinks`) use nothing else.
+``(v, t_1, ..., t_k)`` in lexicographic order (Nesterov 2005; Khan & Barton 2015). For
+``k = 1`` this is the order of ``x + h d`` of the one-sided derivative. The helpers below
+evaluate that order elementwise and pick lexicographic maxima along a dimension; the comparison
+rules (:mod:`._smooth`) and the kink rules (:mod:`._kinks`) use nothing else.
 
 Values are compared with ``<``/``>`` (exact, ``-inf`` allowed); tangents by the sign of their
 difference (IEEE subtraction is exact in sign). A NaN value compares as a tie here; the rules
@@ -43,7 +43,7 @@ def first_sign(s: torch.Tensor) -> torch.Tensor:
 
 def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``fsign(v, t_1, ..., t_k)``: the sign of the first nonzero of ``(v, t_1, ..., t_k)``,
-    the sign of the perturbed point (Khan & Barton 2015, eq (9) for ``abs``)."""
+    the sign of the perturbed point (the rule of Khan & Barton 2015 for ``abs``)."""
     zero = v == 0
     if not bool(zero.any()):
         return torch.sign(v)
@@ -79,7 +79,7 @@ def winners(v: torch.Tensor, t: torch.Tensor, dim: int, mask: torch.Tensor | Non
 
     Start from the tie set ``T = {i : v_i = max v}`` (or ``mask``, a candidate set); among the
     candidates of a slice, the first tangent column in which they differ decides: keep those
-    largest in it, and repeat (the lexicographic maximum of Nesterov 2005, Sec 2). Candidates
+    largest in it, and repeat (the lexicographic maximum of Nesterov 2005). Candidates
     that agree in every column are equivalent and all kept. Each round removes a candidate from
     every slice still undecided, so there are fewer rounds than candidates; away from ties
     there is none.
