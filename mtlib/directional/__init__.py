@@ -66,9 +66,15 @@ def jvp(f: Callable, x: torch.Tensor, d: torch.Tensor):
     window. Comparisons (``>``, ``<=``, ``==`` ...) order ``(value, tangent)`` pairs
     lexicographically, the order of ``x + h d`` for small ``h > 0``, so a Python ``if`` on
     tensor values (the paper's ``max1``, Table 1) follows the perturbed point. The result is
-    exact whenever the branches of such an ``if`` agree where its condition switches, as they
-    do in any program computing a continuous function. Smooth ops that are singular at a point
-    (``sqrt`` or ``log`` at 0) give there what forward-mode autodiff gives.
+    exact whenever the branches of such an ``if`` agree where its condition switches and are
+    defined there, as they are in a program computing a continuous function from ops defined
+    at every point it visits. An equality test is decided on the perturbed point as well:
+    ``x == 0`` is false along every ``d != 0``, so ``torch.where(x == 0, 1.0, torch.sin(x) / x)``
+    takes the ``sin(x) / x`` branch at ``x = 0`` and returns NaN for the value and the
+    derivative, although the function is ``1`` there; write it with an op that is defined at
+    the switch (``torch.sinc(x / math.pi)``, after :func:`register_smooth`). Smooth ops that
+    are singular at a point (``sqrt`` or ``log`` at 0) give there what forward-mode autodiff
+    gives.
 
     Args:
         f: a function of one tensor, returning a tensor or a tuple/list/dict of tensors, built

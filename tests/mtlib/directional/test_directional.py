@@ -1,5 +1,7 @@
 """mtlib.directional: exact one-sided derivatives f'(x; d) (chapter directional, Sec 4.3-4.4)."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -385,3 +387,18 @@ def test_one_sided_differences_at_a_kink():
     zero, minus = tensor(0.0), tensor(-1.0)
     assert one_sided_difference(torch.abs, zero, minus, h=0.25).item() == 1.0
     assert one_sided_difference(torch.relu, zero, minus, h=0.25, order=2).item() == 0.0
+
+
+def test_an_equality_test_follows_the_perturbed_point_so_an_undefined_branch_gives_nan():
+    """The documented limit of `jvp` (issue 19, N15): `x == 0` is decided at x + h d, h -> 0+."""
+    sin_over_x = lambda x: torch.where(x == 0, torch.ones_like(x), torch.sin(x) / x)   # noqa: E731
+    zero, one = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    assert sin_over_x(zero).item() == 1.0                        # the plain value takes the `1` branch
+    value, slope = jvp(sin_over_x, zero, one)
+    assert value.isnan().item() and slope.isnan().item()         # the dual takes sin(x)/x: 0/0
+    value, slope = jvp(sin_over_x, torch.tensor(0.5, dtype=torch.float64), one)
+    assert value.item() == math.sin(0.5) / 0.5                   # away from the switch: exact
+    assert slope.item() == pytest.approx(math.cos(0.5) / 0.5 - math.sin(0.5) / 0.25, abs=1e-15)
+    register_smooth(torch.sinc)                                  # the rewrite the docstring gives
+    value, slope = jvp(lambda x: torch.sinc(x / math.pi), zero, one)
+    assert (value.item(), slope.item()) == (1.0, 0.0)
