@@ -121,6 +121,9 @@ def lexicographic_gradient(f: Callable, x: torch.Tensor, M: torch.Tensor | None 
     for small ``e > 0``, the gradient of the piece that the perturbation enters. Where ``f``
     is differentiable it is the gradient. The default ``M`` is the identity (``x.numel()``
     coordinate directions, ``e_1`` first). Cost: one forward pass with ``x.numel()`` tangents.
+    Comparisons are decided at the perturbed point, as in :func:`mtlib.directional.jvp`: a branch
+    of ``torch.where`` or ``if`` must be defined where its condition switches (``where(x == 0,
+    1, sin(x) / x)`` gives NaN at 0).
 
     Args:
         f: a function of one tensor returning a single-element tensor.
