@@ -18,26 +18,32 @@ This module is also the one home of the tie rules as data: :data:`TIE_RULES`, th
 constants (:data:`RELU_SLOPE`, :data:`TRITON_CODES`, :data:`MAX_BY_RULE`) and
 :func:`check_ties`, the check every function with a ``ties``/``rule`` argument calls.
 
-Adding a tie rule (say ``"middle"``) touches, in this order:
+Adding a tie rule (say ``"middle"``) touches these files (paths under ``mtlib/``), in this
+order; ``tests/mtlib/test_checklists.py`` finds every comparison with a tie rule in ``mtlib``
+and fails if its file is missing here:
 
-1. here: its name in :data:`TIE_RULES`, its weights in :func:`max_weights` (the associated
-   gradient of ``max``), a ``max_<rule>`` built by ``_make_max`` and its entry in
+1. ``ties.py``: its name in :data:`TIE_RULES`, its weights in :func:`max_weights` (the
+   associated gradient of ``max``), a ``max_<rule>`` built by ``_make_max`` and its entry in
    :data:`MAX_BY_RULE`, its ReLU slope at 0 in :data:`RELU_SLOPE`, its code in
    :data:`TRITON_CODES`;
-2. :func:`mtlib.representations.max_piecewise`: the pieces of the representation (eq 6) whose
-   associated gradient those weights are;
-3. :mod:`mtlib.maxpool`: ``_torch.forward``/``backward``/``tangent`` store a tie count
+2. ``representations.py``: :func:`~mtlib.representations.max_piecewise`, the pieces of the
+   representation (eq 6) whose associated gradient those weights are;
+3. ``maxpool/_torch.py``: ``forward``/``backward``/``tangent`` store a tie count
    (``"uniform"``) or a selected tap (one entry per window); a rule that is neither needs new
-   code there and in both kernels of ``_triton``; ``_args.pool_args`` refuses
-   ``return_indices`` for a rule without one selected entry; ``__init__._pool`` sends only
-   ``"first"`` to PyTorch's native kernel;
-4. :mod:`mtlib.policy`: ``_ops.reduce_with_indices`` (which index ``torch.max(x, dim)``
-   returns under the rule);
-5. :func:`mtlib.examples.maxpool_f` (PyTorch's own pool for ``"first"``);
-6. :mod:`mtlib.census`: ``_tie_rule`` names a rule by comparing with :func:`max_weights` over
-   :data:`TIE_RULES`, and ``kink_derivatives`` adds one column per rule;
-7. tests: ``tests/test_ties.py``, ``test_maxpool.py`` (the brute-force ``oracle``),
-   ``test_maxpool_triton.py``, ``test_policy.py``, ``test_representations.py``.
+   code there and in both kernels of ``maxpool/_triton.py``; ``maxpool/_args.py`` refuses
+   ``return_indices`` for a rule without one selected entry; ``maxpool/_dispatch.py`` sends
+   only ``"first"`` to PyTorch's native kernels;
+4. ``policy/_ops.py``: ``reduce_with_indices`` (which index ``torch.max(x, dim)`` returns
+   under the rule);
+5. ``examples.py``: :func:`~mtlib.examples.maxpool_f` (PyTorch's own pool for ``"first"``);
+6. nothing to write in :mod:`mtlib.census`: ``_judge._tie_rule`` names a rule by comparing
+   with :func:`max_weights` over :data:`TIE_RULES`, and ``kink_derivatives`` adds one column
+   per rule;
+7. tests: every test that takes the ``tie_rule`` fixture (``tests/conftest.py``) runs the new
+   rule at once; those with a table of expected values per rule fail until its values are
+   written: ``tests/mtlib/test_ties.py``, ``tests/mtlib/policy/test_policy.py``,
+   ``tests/mtlib/census/test_census.py``, and the brute-force ``oracle`` of
+   ``tests/mtlib/maxpool/test_maxpool.py``.
 
 Chapter: notation, theorem, tangent, boustany, maxpool, census.
 """
