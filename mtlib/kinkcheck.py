@@ -14,6 +14,15 @@ direction that enters one, and solves a small linear programme for ``g`` as a co
 combination of them. The verdicts, with the set on which each holds, are in
 :data:`VERDICTS`; the chapter ``census`` shows them on PyTorch's ops.
 
+References:
+    Scholtes (2012), Introduction to Piecewise Differentiable Equations, Springer: for
+    piecewise-C^1 ``f``, (C) holds with the *essentially active* selection functions, the
+    theorem the LP tests. Kakade & Lee (2018), Provably correct automatic sub-differentiation
+    for qualified programs, NeurIPS 31; Bolte, Boustany, Pauwels & Pesquet-Popescu (2023), On
+    the complexity of nonsmooth automatic differentiation, ICLR (finding two Clarke
+    subgradients of a small ReLU network is NP-hard): why "undetermined" cannot be avoided
+    in general.
+
 Chapter: census.
 """
 
