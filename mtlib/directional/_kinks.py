@@ -25,7 +25,10 @@ from mtlib.directional._order import flatten_dims, lex_max_along, lexmax, lexmin
 
 
 def finish(out: torch.Tensor, tangents: torch.Tensor) -> Dual:
-    return wrap(out, torch.where(out.isnan(), out, tangents.to(out.dtype)))
+    tangents = tangents.to(out.dtype)
+    if torch.isnan(out.sum()):  # a cheap screen: a sum is NaN if an entry is (or if inf meets -inf)
+        tangents = torch.where(out.isnan(), out, tangents)
+    return wrap(out, tangents)
 
 
 def _pair(a, b):
@@ -126,7 +129,7 @@ def _relu_rule(func, args, kwargs):
     x, inplace = bind(*args, **kwargs)
     _no_inplace(func, inplace)
     v, t = split(x)
-    return finish(func(*primals(args), **primals(kwargs)), torch.where(lexsign(v, t) > 0, t, 0.0))
+    return finish(func(*primals(args), **primals(kwargs)), t * lexsign(v, t).clamp(min=0))
 
 
 def _leaky_relu_rule(func, args, kwargs):
@@ -136,7 +139,8 @@ def _leaky_relu_rule(func, args, kwargs):
     x, slope, inplace = bind(*args, **kwargs)
     _no_inplace(func, inplace)
     v, t = split(x)  # the side of the perturbed point is fsign(v, t_1, ..., t_k)
-    return finish(func(*primals(args), **primals(kwargs)), torch.where(lexsign(v, t) > 0, t, slope * t))
+    positive = lexsign(v, t).clamp(min=0)  # 1 on the positive side, else 0 (arithmetic: fast)
+    return finish(func(*primals(args), **primals(kwargs)), t * (positive + slope * (1 - positive)))
 
 
 def _abs_rule(func, args, kwargs):

@@ -44,6 +44,9 @@ def first_sign(s: torch.Tensor) -> torch.Tensor:
 def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``fsign(v, t_1, ..., t_k)``: the sign of the first nonzero of ``(v, t_1, ..., t_k)``,
     the sign of the perturbed point (the rule of Khan & Barton 2015 for ``abs``)."""
+    if t.shape[0] == 1:  # one tangent: arithmetic only (torch.where is slow on CPU)
+        s = torch.sign(v)
+        return s + (1 - s.abs()) * torch.sign(t[0].detach())
     zero = v == 0
     if not bool(zero.any()):
         return torch.sign(v)

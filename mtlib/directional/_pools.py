@@ -45,8 +45,11 @@ def _tiled_tangent(v, t, out, kernel, nd: int) -> torch.Tensor:
     v, t = v[crop], t.squeeze(0).expand(v.shape)[crop]  # cells after the last window are in none
     lead = v.shape[:v.dim() - nd]
     grid = [n for o, k in zip(outs, kernel) for n in (o, k)]
-    tie = v.reshape(*lead, *grid) == out.reshape(*lead, *[n for o in outs for n in (o, 1)])
-    masked = torch.where(tie.reshape(v.shape), t, NEG_INF)
+    gap = v.reshape(*lead, *grid) - out.reshape(*lead, *[n for o in outs for n in (o, 1)])
+    if torch.isfinite(gap.sum()):  # t + log(1 + sign(gap)): t on the tie set, -inf off it
+        masked = t + torch.log1p(torch.sign(gap)).reshape(v.shape)  # (torch.where is slow on CPU)
+    else:  # infinite or NaN values
+        masked = torch.where((gap == 0).reshape(v.shape), t, NEG_INF)
     pooled = _MAX_POOLS[nd](masked.reshape(-1, *masked.shape[len(lead):]), kernel)  # any batch dims
     return pooled.reshape(1, *out.shape)
 
