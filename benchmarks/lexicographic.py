@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from mtlib import lexicographic_gradient
-from mtlib.training import cpu_model  # the one CPU-name helper (also in every sweep record)
+from mtlib.machine import cpu_model  # the one CPU-name helper (also in every sweep record)
 
 SIZES = (4, 16, 64, 256)
 

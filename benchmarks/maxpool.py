@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import mtlib.maxpool as mp
-from mtlib.training import cpu_model  # the one CPU-name helper (also in every sweep record)
+from mtlib.machine import cpu_model  # the one CPU-name helper (also in every sweep record)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-from mtlib.training import digits_data, machine_info, protocol_study, study_record
+from mtlib.machine import machine_info
+from mtlib.training import digits_data, protocol_study, study_record
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -40,7 +41,7 @@ def training_point(*, n_samples: int = 1797, image_size: int = 8, width: int = 8
     difference over the minibatches with a rounding tie (``delta_tied``). Keys are
     ``<measure>_<dtype>``, values rounded to 4 significant digits as the chapter records them,
     followed by ``batch_size``, ``width``, ``image_size``, ``batches``, ``windows`` and
-    :func:`mtlib.training.machine_info`.
+    :func:`mtlib.machine.machine_info`.
 
     ``epochs`` and ``lr`` set the chapter's training part, which records nothing: they are
     accepted so that one grid serves both forms, and ignored.

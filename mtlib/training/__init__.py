@@ -20,12 +20,12 @@ Import the names from here; the private modules hold, in order of use:
 * ``_zones``: one exact window per kind of tie, placed in Bertoin's and Boustany's zones;
 * ``_rounding``: the model of ties made by rounding (rate proportional to ``2^-p``);
 * ``_study``: the chapter's protocol study and the summary it records (shared with the sweep);
-* ``_train``: training with each rule, over formats and seeds;
-* ``_machine``: the machine a low-precision number was measured on.
+* ``_train``: training with each rule, over formats and seeds.
+
+The machine a low-precision number was measured on is :mod:`mtlib.machine`.
 """
 
 from mtlib.training._data import Digits, digits_cnn, digits_data
-from mtlib.training._machine import CAP_VARIABLES, cpu_model, machine_info
 from mtlib.training._protocol import (
     BOUSTANY_VGG11_CIFAR10,
     THRESHOLDS,
@@ -42,7 +42,6 @@ from mtlib.training._zones import TIE_KIND_PATCHES, tie_kind_examples
 
 __all__ = [
     "BOUSTANY_VGG11_CIFAR10",
-    "CAP_VARIABLES",
     "SIGNIFICAND_BITS",
     "THRESHOLDS",
     "TIE_KIND_PATCHES",
@@ -52,11 +51,9 @@ __all__ = [
     "TrainResult",
     "accuracy_study",
     "calibrate_threshold",
-    "cpu_model",
     "digits_cnn",
     "digits_data",
     "gradient_disagreement",
-    "machine_info",
     "protocol_study",
     "rounding_tie_model",
     "study_record",

@@ -34,7 +34,7 @@ AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d
 
 PUBLIC_MODULES = """
 mtlib.activations mtlib.appendix mtlib.census mtlib.census.cases mtlib.directional mtlib.examples
-mtlib.kinkcheck mtlib.lipschitz mtlib.maxpool mtlib.networks mtlib.piecewise mtlib.policy
+mtlib.kinkcheck mtlib.lipschitz mtlib.machine mtlib.maxpool mtlib.networks mtlib.piecewise mtlib.policy
 mtlib.representations mtlib.sweep mtlib.sweep.registry mtlib.ties mtlib.training
 """.split()
 

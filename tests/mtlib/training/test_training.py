@@ -1,7 +1,6 @@
 """Ties in training (mtlib.training): data, model, tie kinds, Boustany's protocol and statistics,
-training, extrapolation, machine info. Assertions on float16/bfloat16 results hold on any CPU."""
+training, extrapolation. Assertions on float16/bfloat16 results hold on any CPU."""
 
-import builtins
 import math
 from functools import partial
 
@@ -12,18 +11,15 @@ from torch import nn
 
 from mtlib.maxpool import MaxPool2d
 from mtlib.training import (
-    CAP_VARIABLES,
     SIGNIFICAND_BITS,
     TIE_KIND_PATCHES,
     VGG11_CIFAR10_WINDOWS,
     Digits,
     accuracy_study,
     calibrate_threshold,
-    cpu_model,
     digits_cnn,
     digits_data,
     gradient_disagreement,
-    machine_info,
     rounding_tie_model,
     summed_l1_difference,
     summed_max_difference,
@@ -170,35 +166,6 @@ def test_tie_kinds_and_zones_are_exact():
     assert rounding.zone.tolist() == ["compensation", "compensation", "neither", "neither"]
     with pytest.raises(TypeError, match="tie_kind_examples: `dtype`"):
         tie_kind_examples(["int32"])
-
-
-def test_machine_info_keys_and_caps(monkeypatch):
-    for name in CAP_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    info = machine_info()
-    assert sorted(info) == ["capability", "caps", "cpu", "gpu", "threads", "torch"]
-    assert info["cpu"] == cpu_model() and info["cpu"].strip() == info["cpu"] and info["cpu"]
-    assert info["capability"] == torch.backends.cpu.get_cpu_capability()
-    assert info["threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
-    assert info["caps"] == "none"
-    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert machine_info()["caps"] == "MKL_ENABLE_INSTRUCTIONS=SSE4_2, OMP_NUM_THREADS=1"
-
-
-def test_cpu_model_falls_back_to_platform(monkeypatch):
-    real_open = builtins.open
-
-    def no_cpuinfo(path, *args, **kwargs):
-        if path == "/proc/cpuinfo":
-            raise OSError("no /proc here")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", no_cpuinfo)
-    monkeypatch.setattr("platform.processor", lambda: "")
-    assert cpu_model() == "unknown"
-    monkeypatch.setattr("platform.processor", lambda: "arm")
-    assert cpu_model() == "arm"
 
 
 def test_train_is_deterministic_and_shapes(data):

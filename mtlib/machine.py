@@ -2,7 +2,11 @@
 
 MKL, oneDNN and ATen choose their kernels by CPU at run time, so the last bits of float results,
 and which values tie after rounding in float16 or bfloat16, differ between machines. A result
-of that kind is reported with :func:`machine_info` beside it.
+of that kind is reported with :func:`machine_info` beside it: by the training chapter, in every
+record of the training sweep, and in the tables of ``benchmarks/``. Its own module, not a part of
+:mod:`mtlib.training`, as the benchmarks need it too.
+
+Chapter: training.
 """
 
 from __future__ import annotations
