@@ -13,8 +13,20 @@ from dataclasses import dataclass
 
 import torch
 
-from mtlib._validate import check_positive, check_tensor
 from mtlib.ties import check_ties
+
+
+class PoolArgumentError(ValueError, RuntimeError):
+    """A pooling argument or input that PyTorch's pools also reject. It is a ``ValueError``
+    (mtlib's class for a wrong value) and a ``RuntimeError`` (what PyTorch raises, except for
+    the adaptive pools' rank check, a ``ValueError`` there too), so code written against
+    either keeps working."""
+
+
+class PoolTypeError(TypeError, RuntimeError):
+    """A pooling argument of the wrong type, or an input dtype PyTorch's pools reject (with a
+    ``RuntimeError`` there): a ``TypeError`` and a ``RuntimeError``."""
+
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BACKENDS = ("auto", "torch", "triton")
@@ -49,7 +61,7 @@ def int_tuple(fn: str, name: str, value, n: int) -> tuple[int, ...]:
         items = items * n
     if len(items) != n or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
                               for v in items):
-        raise TypeError(f"{fn}: `{name}` must be an int or a tuple of {n} ints, got {value!r}")
+        raise PoolTypeError(f"{fn}: `{name}` must be an int or a tuple of {n} ints, got {value!r}")
     return tuple(int(v) for v in items)
 
 
@@ -81,12 +93,11 @@ def pool_args(fn, n, kernel_size, stride, padding, dilation, ceil_mode, return_i
     padding = int_tuple(fn, "padding", padding, n)
     dilation = int_tuple(fn, "dilation", dilation, n)
     for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
-        for v in values:
-            check_positive(fn, name, v)
+        _check_positive(fn, name, values)
     if any(p < 0 for p in padding):
-        raise ValueError(f"{fn}: `padding` must be >= 0, got {padding}")
+        raise PoolArgumentError(f"{fn}: `padding` must be >= 0, got {padding}")
     if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(
+        raise PoolArgumentError(
             f"{fn}: `padding` must be at most half of `kernel_size`, got padding={padding} "
             f"for kernel_size={kernel}")
     check_ties(fn, ties)
@@ -102,15 +113,19 @@ def adaptive_args(fn, n, output_size, return_indices, ties, backend) -> PoolArgs
         items = items * n
     if len(items) != n or any(v is not None and (isinstance(v, bool) or not isinstance(
             v, numbers.Integral)) for v in items):
-        raise TypeError(f"{fn}: `output_size` must be an int or a tuple of {n} ints (or None), "
-                        f"got {output_size!r}")
-    for v in items:
-        if v is not None:
-            check_positive(fn, "output_size", v)
+        raise PoolTypeError(f"{fn}: `output_size` must be an int or a tuple of {n} ints (or "
+                            f"None), got {output_size!r}")
+    _check_positive(fn, "output_size", [v for v in items if v is not None])
     check_ties(fn, ties)
     _check_indices_backend(fn, return_indices, ties, backend)
     kernel = tuple(-1 if v is None else int(v) for v in items)
     return PoolArgs(kernel, (), (), (), False, ties, backend)
+
+
+def _check_positive(fn: str, name: str, values) -> None:
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise PoolArgumentError(f"{fn}: `{name}` must be > 0, got {bad[0]}")
 
 
 def output_sizes(args: PoolArgs, spatial) -> list[int]:
@@ -120,11 +135,11 @@ def output_sizes(args: PoolArgs, spatial) -> list[int]:
 
 def _check_indices_backend(fn, return_indices, ties, backend) -> None:
     if return_indices and ties == "uniform":
-        raise ValueError(
+        raise PoolArgumentError(
             f"{fn}: `return_indices` needs one selected entry per window, so it is not "
             "available with ties='uniform'; use ties='first' or 'last'")
     if backend not in BACKENDS:
-        raise ValueError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
+        raise PoolArgumentError(f"{fn}: `backend` must be one of {BACKENDS}, got {backend!r}")
 
 
 _DIMS = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)",
@@ -132,16 +147,17 @@ _DIMS = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)",
 
 
 def check_input(fn: str, x, n: int) -> None:
-    check_tensor(fn, "input", x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{fn}: `input` must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{fn}: `input` must have dtype float16, bfloat16, float32 or float64, "
-                        f"got {x.dtype}")
+        raise PoolTypeError(f"{fn}: `input` must have a floating-point dtype (float16, bfloat16, "
+                            f"float32, float64), got {x.dtype}")
     dims = _DIMS[n]
     if x.dim() not in (n + 1, n + 2):
-        raise ValueError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
+        raise PoolArgumentError(f"{fn}: `input` must be {n + 1}-d or {n + 2}-d {dims}, "
                          f"got shape {tuple(x.shape)}")
     if 0 in x.shape[-n - 1:]:
-        raise ValueError(f"{fn}: `input` needs non-empty channel and spatial dimensions, "
+        raise PoolArgumentError(f"{fn}: `input` needs non-empty channel and spatial dimensions, "
                          f"got shape {tuple(x.shape)}")
 
 

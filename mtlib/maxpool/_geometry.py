@@ -68,67 +68,78 @@ class PoolAxis:
             return -(-(o + 1) * self.size // self.out)
         return min(self.size, self.start(o) + (self.kernel - 1) * self.dilation + 1)
 
-    def shift(self, i: int) -> int:
-        """Input index read by tap ``i`` of window 0 (negative inside the left padding)."""
-        return i * self.dilation - self.padding
-
-    def outputs_reading(self, i: int) -> tuple[int, int]:
-        """Range ``[lo, hi)`` of outputs whose tap ``i`` lies inside the input (strided axes)."""
-        c, s = self.shift(i), self.stride
-        lo = max(0, -(c // s))
-        hi = min(self.out, -((c - self.size) // s))
-        return lo, max(lo, hi)
-
-    def has_empty_window(self) -> bool:
-        """Whether some output's taps all lie in the padding (possible with dilation > 1)."""
+    def starts(self) -> torch.Tensor:
+        """Input index read by tap 0 of every output, ``(out,)`` ``int64``."""
+        o = torch.arange(self.out)
         if self.adaptive:
-            return False
-        covered = 0
-        for lo, hi in sorted(self.outputs_reading(i) for i in range(self.kernel)):
-            if hi == lo:
-                continue
-            if lo > covered:
-                return True
-            covered = max(covered, hi)
-        return covered < self.out
+            return o * self.size // self.out
+        return o * self.stride - self.padding
 
     def window_indices(self) -> torch.Tensor:
         """``(out, kernel)`` index tensor: the input index read by tap ``i`` of output ``o``;
         a tap that reads nothing (padding, or past an adaptive window's end) holds -1."""
-        o = torch.arange(self.out)[:, None]
+        idx = self.starts()[:, None] + torch.arange(self.kernel) * self.dilation
         if self.adaptive:
-            starts = o * self.size // self.out
-            ends = -(-(o + 1) * self.size // self.out)
-            idx = starts + torch.arange(self.kernel)
-            return torch.where(idx < ends, idx, -1)
-        idx = o * self.stride + torch.arange(self.kernel) * self.dilation - self.padding
+            ends = -(-(torch.arange(self.out) + 1) * self.size // self.out)
+            return torch.where(idx < ends[:, None], idx, -1)
         return torch.where((idx >= 0) & (idx < self.size), idx, -1)
 
-    def first_reader(self, p: int) -> int:
-        """Adaptive axis: the first output whose window holds input ``p``, ``floor(p out / L)``;
-        the windows holding ``p`` are ``first_reader(p) <= o < first_reader(p + 1)`` rounded
-        up, i.e. ``o < ceil((p + 1) out / L)``."""
-        return p * self.out // self.size
+    def empty_windows(self) -> torch.Tensor | None:
+        """``(out,)`` mask of the windows whose taps all lie in the padding (None: there are
+        none, the usual case; see :func:`may_have_empty_window`)."""
+        if self.adaptive or not may_have_empty_window(self.size, self.padding, self.dilation):
+            return None
+        return (self.window_indices() < 0).all(dim=1)
 
     @property
     def readers(self) -> int:
-        """Most windows that one input position belongs to (the loop length of a gather
-        backward): ``kernel`` for a strided axis (one per tap), exact for an adaptive one."""
+        """Most windows that one input position belongs to (the loop length of the Triton
+        backward's gather): ``kernel`` for a strided axis (one per tap); for an adaptive one
+        ``ceil((L - g + out) / L)`` with ``g = gcd(L, out)`` (the windows holding ``p`` are
+        ``floor(p out / L) <= o < ceil((p + 1) out / L)``, at most that many)."""
         if not self.adaptive:
             return self.kernel
-        return max(-(-(p + 1) * self.out // self.size) - self.first_reader(p)
-                   for p in range(self.size))
+        return -(-(self.size - _gcd(self.size, self.out) + self.out) // self.size)
+
+
+def may_have_empty_window(size, padding: int, dilation: int) -> bool:
+    """Whether some window of a strided axis can lie entirely in the padding.
+
+    Tap ``i`` of output ``o`` reads ``a + i * dilation`` with ``a = o * stride - padding``.
+    PyTorch keeps ``padding <= ((kernel - 1) * dilation + 1) / 2`` and its output-size rule
+    makes every window with ``a >= 0`` start inside the input; a window with ``a < 0`` first
+    enters ``[0, size)`` at ``a mod dilation < dilation`` (a tap that exists), so it is empty
+    only if ``size <= a mod dilation``. Hence no window is empty when ``padding == 0``,
+    ``dilation == 1`` or ``size >= dilation``: a closed form, also on symbolic sizes.
+
+    Examples:
+        >>> may_have_empty_window(2, 1, 3), may_have_empty_window(3, 1, 3)
+        (True, False)
+    """
+    return padding > 0 and dilation > 1 and size < dilation
+
+
+def _gcd(a, b):
+    """Euclid's algorithm (``math.gcd`` refuses the symbolic sizes of ``torch.compile``);
+    O(log) steps."""
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def adaptive_axis(size: int, out: int) -> PoolAxis:
     """The adaptive axis of PyTorch's ``adaptive_max_pool``: ``out`` windows over ``size``.
+
+    Window ``o`` has length ``ceil((r_o + size) / out)`` with ``r_o = o size mod out``, which
+    takes every multiple of ``g = gcd(size, out)`` below ``out``: the longest window has
+    ``ceil((out - g + size) / out)`` entries (a closed form, no scan of the windows).
 
     Examples:
         >>> ax = adaptive_axis(5, 3)
         >>> [(ax.start(o), ax.end(o)) for o in range(3)], ax.kernel, ax.readers
         ([(0, 2), (1, 4), (3, 5)], 3, 2)
     """
-    kernel = max(-(-(o + 1) * size // out) - o * size // out for o in range(out))
+    kernel = -(-(out - _gcd(size, out) + size) // out)
     return PoolAxis(size, kernel, 0, 0, 1, out, adaptive=True)
 
 

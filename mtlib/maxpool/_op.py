@@ -6,18 +6,21 @@ take the window geometry as ``kernel, stride, padding, dilation`` (three ints ea
 empty otherwise). Each has a fake (meta) implementation, so ``torch.compile(fullgraph=True)``
 traces through them, an autograd formula, and a batching rule (``torch.func.vmap``/``jacrev``):
 
-* ``mtlib::max_pool_ties(x, ...) -> (out, aux)``: window max and ``int32`` tie count
-  (``"uniform"``) or selected tap (``"first"``/``"last"``); its backward is
+* ``mtlib::max_pool_ties(x, ...) -> (out, aux)``: window max and an ``int32`` companion:
+  the selected row-major tap (``"first"``/``"last"``; -1 for a window lying entirely in the
+  padding), or for ``"uniform"`` that tap when the tie set has one entry and ``-|T_w|`` when
+  it has more (-1: an empty window; :func:`mtlib.maxpool._torch.tie_counts` decodes it);
+  its backward is
 * ``mtlib::max_pool_ties_backward(grad, x, out, aux, ...) -> grad_x``, a linear map of ``grad``
   whose transpose (and the forward's JVP) is
 * ``mtlib::max_pool_ties_tangent(v, x, out, aux, ...) -> out``; the two give each other's
   derivative, so double backward works too.
 
 These three are opaque custom ops backed by the PyTorch path (:mod:`mtlib.maxpool._torch`,
-:mod:`mtlib.maxpool._adaptive`). With ``backend="triton"`` the forward and backward are instead
+strided and adaptive windows). With ``backend="triton"`` the forward and backward are instead
 ``mtlib::max_pool_ties_triton`` and ``mtlib::max_pool_ties_triton_backward``, ``triton_op``\\ s
-(:mod:`mtlib.maxpool._triton`, imported on first use) whose Triton kernels ``torch.compile``
-sees; the tangent always uses the PyTorch path.
+(:mod:`mtlib.maxpool._triton`, which :mod:`mtlib.maxpool._dispatch` imports) whose Triton
+kernels ``torch.compile`` sees; the tangent always uses the PyTorch path.
 
 The forward saves ``x``, the window max and the integer ``aux``; the backward compares ``x``
 with the saved max (exact: the max is an entry of ``x``) and divides by the saved count, so a
@@ -26,12 +29,10 @@ recomputation (activation checkpointing) cannot change which entries tie.
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 from torch import Tensor
 
-from mtlib.maxpool import _adaptive, _torch
+from mtlib.maxpool import _torch
 from mtlib.maxpool._geometry import output_shape, pool_axes
 
 
@@ -40,19 +41,15 @@ def axes_of(x: Tensor, kernel, stride, padding, dilation, ceil_mode, output_size
                      output_size)
 
 
-def torch_impl(axes):
-    """The PyTorch-path module for these axes: strided or adaptive."""
-    return _adaptive if axes[0].adaptive else _torch
-
-
 def _run(fn, tensors, axes, ties):
-    """``fn(*tensors, axes, ties)`` on contiguous tensors. A strided pool whose depth window is
-    a single entry (1-d and 2-d pools, and 3-d ones of kernel ``(1, kH, kW)``) runs as a 2-d
-    pool over the ``C * D`` planes, on 4-d views, where PyTorch's elementwise kernels are
-    several times faster than on 5-d slices."""
+    """``fn(*tensors, axes, ties)`` on contiguous tensors. A pool whose depth window is a
+    single entry (1-d and 2-d pools, 3-d ones of kernel ``(1, kH, kW)``, adaptive ones that
+    keep the depth) runs as a 2-d pool over the ``C * D`` planes, on 4-d views, where
+    PyTorch's 2-d kernels are faster than its 3-d ones."""
     tensors = [t.contiguous() for t in tensors]
     d = axes[0]
-    if d.adaptive or (d.kernel, d.stride, d.padding) != (1, 1, 0):
+    trivial = d.out == d.size and d.kernel == 1 and (d.adaptive or (d.stride, d.padding) == (1, 0))
+    if not trivial:
         return fn(*tensors, axes, ties)
     out = fn(*(t.flatten(1, 2) for t in tensors), axes[1:], ties)
     unflat = lambda t: t.unflatten(1, tensors[0].shape[1:3])  # noqa: E731
@@ -64,7 +61,7 @@ def torch_forward(x: Tensor, kernel: list[int], stride: list[int], padding: list
                   ties: str) -> tuple[Tensor, Tensor]:
     """Window max of ``x`` (N, C, D, H, W) and the ``int32`` companion the backward needs."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return _run(torch_impl(axes).forward, (x,), axes, ties)
+    return _run(_torch.forward, (x,), axes, ties)
 
 
 max_pool_ties = torch.library.custom_op("mtlib::max_pool_ties", torch_forward, mutates_args=())
@@ -87,7 +84,7 @@ def torch_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor, kernel: li
                    output_size: list[int], ties: str) -> Tensor:
     """Gradient with respect to ``x`` of :func:`max_pool_ties` under the tie rule."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return _run(torch_impl(axes).backward, (grad, x, out, aux), axes, ties)
+    return _run(_torch.backward, (grad, x, out, aux), axes, ties)
 
 
 max_pool_ties_backward = torch.library.custom_op("mtlib::max_pool_ties_backward", torch_backward,
@@ -102,7 +99,7 @@ def max_pool_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
                           ties: str) -> Tensor:
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``)."""
     axes = axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return _run(torch_impl(axes).tangent, (v, x, out, aux), axes, ties)
+    return _run(_torch.tangent, (v, x, out, aux), axes, ties)
 
 
 @max_pool_ties_tangent.register_fake
@@ -160,11 +157,8 @@ _NAMES = {"torch": ("max_pool_ties", "max_pool_ties_backward"),
 
 def ops(backend: str):
     """``(forward_op, backward_op)`` of a backend. The Triton ops exist once
-    :mod:`mtlib.maxpool._triton` is imported: at import of :mod:`mtlib.maxpool` where a GPU or
-    the interpreter can run them, else here on first eager use (Dynamo cannot trace an import,
-    so compiled code relies on the former)."""
-    if backend == "triton" and not torch.compiler.is_compiling():
-        importlib.import_module("mtlib.maxpool._triton")
+    :mod:`mtlib.maxpool._triton` is imported, which :mod:`mtlib.maxpool._dispatch` does
+    before it picks that backend (this module never imports it: ``_triton`` builds on it)."""
     forward, backward = _NAMES[backend]
     return getattr(torch.ops.mtlib, forward), getattr(torch.ops.mtlib, backward)
 
@@ -173,10 +167,23 @@ def ops(backend: str):
 # rejects them in this PyTorch (pytorch/pytorch#170834). In eager mode the same formulas run as
 # `autograd.Function`s, which torch.func accepts; Dynamo traces neither a custom `jvp` nor a
 # Function applied in a backward, so compiled code calls the ops (no forward-mode AD there).
+def _layout(x: Tensor):
+    """``torch.channels_last_3d`` when ``x`` is laid out so (a channels-last 4-d input seen
+    with a size-1 depth axis is too): the pool's output and gradient keep it, as PyTorch's."""
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return None
+
+
 def _save_fn(ctx, inputs, output):
     x, backend, *params = inputs
     _save(ctx, (x, *params), output)
-    ctx.backend = backend
+    ctx.backend, ctx.layout = backend, _layout(x)
+
+
+def _in_layout(t: Tensor, layout) -> Tensor:
+    return t if layout is None else t.contiguous(memory_format=layout)
 
 
 class _PoolTiesCompiled(torch.autograd.Function):
@@ -185,12 +192,13 @@ class _PoolTiesCompiled(torch.autograd.Function):
 
     @staticmethod
     def forward(x, backend, *params):
-        return ops(backend)[0](x, *params)
+        layout = _layout(x)
+        return tuple(_in_layout(t, layout) for t in ops(backend)[0](x, *params))
 
     @staticmethod
     def backward(ctx, grad_out, _grad_aux):
         grad_x = ops(ctx.backend)[1](grad_out, *ctx.saved_tensors, *ctx.params)
-        return (grad_x, None) + (None,) * len(ctx.params)
+        return (_in_layout(grad_x, ctx.layout), None) + (None,) * len(ctx.params)
 
 
 class _PoolTies(_PoolTiesCompiled):
@@ -202,7 +210,7 @@ class _PoolTies(_PoolTiesCompiled):
     @staticmethod
     def backward(ctx, grad_out, _grad_aux):
         grad_x = _Backward.apply(grad_out, *ctx.saved_tensors, ctx.backend, *ctx.params)
-        return (grad_x, None) + (None,) * len(ctx.params)
+        return (_in_layout(grad_x, ctx.layout), None) + (None,) * len(ctx.params)
 
     @staticmethod
     def jvp(ctx, x_t, *_):
@@ -280,52 +288,3 @@ def register_vmap(forward_op, linear_ops) -> None:
 
 
 register_vmap(max_pool_ties, (max_pool_ties_backward, max_pool_ties_tangent))
-
-
-# --- the 2-d ops of earlier releases (stable names and schemas; eager and fake only) -----------
-
-def _legacy(params):
-    kernel, stride, padding, dilation, ceil_mode, ties, _backend = params
-    return ([1, *kernel], [1, *stride], [0, *padding], [1, *dilation], ceil_mode, [], ties)
-
-
-@torch.library.custom_op("mtlib::max_pool2d_ties", mutates_args=())
-def max_pool2d_ties(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
-                    dilation: list[int], ceil_mode: bool, ties: str,
-                    backend: str) -> tuple[Tensor, Tensor]:
-    """``mtlib::max_pool_ties`` on a 4-d ``(N, C, H, W)`` input (PyTorch path)."""
-    out, aux = torch_forward(x.unsqueeze(2), *_legacy((kernel, stride, padding, dilation,
-                                                        ceil_mode, ties, backend)))
-    return out.squeeze(2), aux.squeeze(2)
-
-
-@max_pool2d_ties.register_fake
-def _(x, *params):
-    out, aux = fake_forward(x.unsqueeze(2), *_legacy(params))
-    return out.squeeze(2), aux.squeeze(2)
-
-
-@torch.library.custom_op("mtlib::max_pool2d_ties_backward", mutates_args=())
-def max_pool2d_ties_backward(grad: Tensor, x: Tensor, out: Tensor, aux: Tensor,
-                             kernel: list[int], stride: list[int], padding: list[int],
-                             dilation: list[int], ceil_mode: bool, ties: str,
-                             backend: str) -> Tensor:
-    """``mtlib::max_pool_ties_backward`` on 4-d inputs (PyTorch path)."""
-    params = _legacy((kernel, stride, padding, dilation, ceil_mode, ties, backend))
-    return torch_backward(*(t.unsqueeze(2) for t in (grad, x, out, aux)), *params).squeeze(2)
-
-
-@torch.library.custom_op("mtlib::max_pool2d_ties_tangent", mutates_args=())
-def max_pool2d_ties_tangent(v: Tensor, x: Tensor, out: Tensor, aux: Tensor,
-                            kernel: list[int], stride: list[int], padding: list[int],
-                            dilation: list[int], ceil_mode: bool, ties: str,
-                            backend: str) -> Tensor:
-    """``mtlib::max_pool_ties_tangent`` on 4-d inputs (PyTorch path)."""
-    params = _legacy((kernel, stride, padding, dilation, ceil_mode, ties, backend))
-    return torch.ops.mtlib.max_pool_ties_tangent(
-        *(t.unsqueeze(2) for t in (v, x, out, aux)), *params).squeeze(2)
-
-
-max_pool2d_ties_backward.register_fake(fake_backward)
-max_pool2d_ties_tangent.register_fake(
-    lambda v, x, out, aux, *params: torch.empty_like(out, memory_format=torch.contiguous_format))

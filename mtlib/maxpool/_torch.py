@@ -1,108 +1,142 @@
-"""Vectorized pure-PyTorch backend of the tie-aware max pool (any device; the reference).
+"""PyTorch backend of the tie-aware max pool (any device), without a Python loop over taps.
 
-The input ``x`` of shape ``(N, C, D, H, W)`` (a 1-d or 2-d pool has size-1 axes in front) is
-split into its *stride phases* ``P[a, b, c] = x[:, :, a::sD, b::sH, c::sW]`` (copies only when
-a stride is > 1), so that tap ``ij`` (a multi-index) of every window is one unit-stride slice
-``S_ij`` of one phase, aligned with the output grid. Every step is then a loop over the
-``kD * kH * kW`` taps of elementwise ops on output-sized slices,
-restricted to the outputs whose tap lies inside the input (padding is never read), with 0/1
-masks held in a float dtype (PyTorch's fast comparison path):
+``x`` is a contiguous ``(N, C, *S)`` tensor with two or three spatial axes (strided or
+adaptive windows, :class:`mtlib.maxpool._geometry.PoolAxis`). PyTorch's own kernel computes
+what it computes right, and vectorized tensor ops do the rest:
 
-* forward: window max ``m = max_ij S_ij`` and per output an integer: the tie count
-  ``N = #{ij : S_ij = m}`` (``"uniform"``) or the selected tap (``"first"``/``"last"``), both
-  accumulated in a float dtype chosen to hold them exactly, then stored as ``int32``;
-* backward, one phase at a time: ``grad P[a, b, c] += [S_ij = m] * g / N`` (or
-  ``[tap selected] * g``) over the taps of that phase in decreasing order, so that each input
-  position sums its windows in increasing row-major order, in the dtype of ``x``, as PyTorch's
-  CPU kernel does.
+* forward: ``F.max_pool{2,3}d`` / ``F.adaptive_max_pool{2,3}d`` with ``return_indices`` give
+  the window max ``m`` (bit for bit PyTorch's value) and the first maximal entry (the last
+  NaN of a NaN window: PyTorch's ``v > max or isnan(v)`` scan). The tie count
+  ``|T_w| = #{p in w : x_p = m_w}`` (NaN entries in a NaN window) is one comparison of the
+  windows of ``x`` with ``m`` and a sum over the taps, on views (``unfold``) or one gather
+  per axis (``index_select``) when the windows need padding or are adaptive. Only the windows
+  with ``|T_w| >= 2``, usually few, are gathered tap by tap (:func:`_tie_members`).
+* the integer companion ``aux`` (``int32``, per output): for ``"first"``/``"last"`` the
+  selected row-major tap (-1 for a window lying entirely in the padding); for ``"uniform"``
+  the tap of the maximal entry when ``|T_w| = 1``, ``-|T_w|`` when ``|T_w| >= 2``, and -1 for
+  an empty window (:func:`tie_counts` decodes it);
+* backward: a window with a single receiving entry is PyTorch's backward kernel
+  (``max_pool{2,3}d_with_indices_backward`` / ``adaptive_max_pool{2,3}d_backward``) fed with
+  the selected entries; ``"uniform"`` with ties lists every (entry, ``g_w / |T_w|``) pair in
+  row-major window order and adds them with one ``index_add_``, a sequential loop in C, so
+  each input position sums its windows in increasing order, in the dtype of ``x``, as
+  PyTorch's CPU kernel does. Deterministic: no atomics on CPU.
 
 The backward compares ``x`` with the *saved* max (an entry of ``x``, so the comparison is exact)
-and divides by the *saved* integer count. A NaN makes its window's max NaN; its tie set is the
-window's NaN entries (``"first"``: the last NaN, as PyTorch's ``val > max || isnan`` scan;
-``"last"``: the first NaN; ``"uniform"``: all of them share). Adaptive pools, whose windows
-are not a stride grid, take the gather path of :mod:`mtlib.maxpool._adaptive`.
+and divides by the *saved* count, so a recomputation cannot change which entries tie.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from mtlib.maxpool._geometry import PoolAxis
+from mtlib.maxpool._geometry import PoolAxis, flat_indices, pool_output_size
 
 Axes = tuple[PoolAxis, ...]
+_NATIVE = {2: F.max_pool2d, 3: F.max_pool3d}
+_NATIVE_ADAPTIVE = {2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
 
 
-class _Tap(NamedTuple):
-    tap: int            # row-major tap index (i * kH + j) * kW + k
-    plane: tuple        # (a, b, c): the stride phase it reads
-    src: tuple          # slicer of the phase planes: the tap's input value for each output
-    within: tuple       # the same entries as a slicer of its (N, C, ., .) phase plane
-    out: tuple          # slicer of the outputs whose tap lies inside the input
-    all_outputs: bool   # the tap lies inside the input for every output
-    whole_plane: bool   # the tap reads every input position of its phase plane
+def _native_params(axes: Axes):
+    ceil = any(ax.out != pool_output_size(ax.size, ax.kernel, ax.stride, ax.padding,
+                                          ax.dilation, False) for ax in axes)
+    return ([ax.kernel for ax in axes], [ax.stride for ax in axes],
+            [ax.padding for ax in axes], [ax.dilation for ax in axes], ceil)
 
 
-def _axis_tap(ax: PoolAxis, i: int):
-    """Along one axis, tap ``i``: (phase, plane range, output range, all outputs, whole plane)."""
-    lo, hi = ax.outputs_reading(i)
-    c, s = ax.shift(i), ax.stride
-    phase, q0 = c % s, c // s
-    return (phase, slice(lo + q0, hi + q0), slice(lo, hi), (lo, hi) == (0, ax.out),
-            lo + q0 == 0 and hi + q0 == -((phase - ax.size) // s))
+def _native_forward(x: torch.Tensor, axes: Axes):
+    """PyTorch's window max and flat index of its first maximal entry (last NaN)."""
+    n = len(axes)
+    if axes[0].adaptive:
+        return _NATIVE_ADAPTIVE[n](x, [ax.out for ax in axes], return_indices=True)
+    return _NATIVE[n](x, *_native_params(axes), return_indices=True)
 
 
-def _taps(axes: Axes) -> list[_Tap]:
-    """The taps that read the input for at least one output, in row-major order."""
-    taps = []
-    per_axis = [[_axis_tap(ax, i) for i in range(ax.kernel)] for ax in axes]
-    for tap, combo in enumerate(itertools.product(*per_axis)):
-        phase, q, o, all_out, whole = zip(*combo)
-        if all(s.stop > s.start for s in o):
-            taps.append(_Tap(tap, phase, (*phase, slice(None), slice(None), *q), (..., *q),
-                             (..., *o), all(all_out), all(whole)))
-    return taps
+def _native_backward(grad, x, index, axes: Axes) -> torch.Tensor:
+    """PyTorch's backward kernel: ``grad`` of each output added at its ``index`` (flat)."""
+    n = len(axes)
+    if axes[0].adaptive:
+        op = getattr(torch.ops.aten, f"adaptive_max_pool{n}d_backward")
+        return op(grad, x, index)
+    op = getattr(torch.ops.aten, f"max_pool{n}d_with_indices_backward")
+    return op(grad, x, *_native_params(axes), index)
 
 
-def _phase_shape(shape, axes: Axes) -> tuple[int, ...]:
-    return (*(ax.stride for ax in axes), *shape[:2],
-            *(-(-L // ax.stride) for L, ax in zip(shape[2:], axes)))
+def _out_view(t: torch.Tensor, d: int, n: int) -> torch.Tensor:
+    """A per-axis ``(out,)`` tensor shaped to broadcast along output axis ``d`` of ``n``."""
+    return t.view(-1, *[1] * (n - 1 - d))
 
 
-def _all_phases(axes: Axes) -> set[tuple[int, ...]]:
-    return set(itertools.product(*(range(ax.stride) for ax in axes)))
+def _taps_of(index: torch.Tensor, axes: Axes) -> torch.Tensor:
+    """Row-major tap (``int64``) of the flat input ``index`` of each output in its window."""
+    n, tap = len(axes), torch.zeros_like(index)
+    inner = math.prod(ax.size for ax in axes)
+    for d, ax in enumerate(axes):
+        inner //= ax.size
+        coord = index.div(inner, rounding_mode="floor") % ax.size
+        start = _out_view(ax.starts().to(index.device), d, n)
+        tap = tap * ax.kernel + (coord - start).div(ax.dilation, rounding_mode="floor")
+    return tap
 
 
-def _phase_slices(shape, axes: Axes, phases):
-    """For each phase ``(a, b, c)``: the strided slicer of an ``(N, C, D, H, W)`` tensor and the
-    matching slicer of the phase planes."""
-    for phase in sorted(phases):
-        lengths = [-((a - L) // ax.stride) for a, L, ax in zip(phase, shape[2:], axes)]
-        yield ((..., *(slice(a, None, ax.stride) for a, ax in zip(phase, axes))),
-               (*phase, slice(None), slice(None), *(slice(0, n) for n in lengths)))
+def _empty(axes: Axes, device) -> torch.Tensor | None:
+    """Mask over the output grid of the windows lying entirely in the padding (None: none)."""
+    masks = [(d, ax.empty_windows()) for d, ax in enumerate(axes)]
+    masks = [_out_view(m.to(device), d, len(axes)) for d, m in masks if m is not None]
+    if not masks:
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = out | m
+    return out
 
 
-def _phases(x: torch.Tensor, axes: Axes, taps) -> torch.Tensor:
-    """Stride phases of ``x``, ``P[a, b, c] = x[:, :, a::sD, b::sH, c::sW]``, each one
-    contiguous (the tail of a shorter phase is never read); ``x`` itself when all strides are 1."""
-    if all(ax.stride == 1 for ax in axes):
-        return x[(None,) * len(axes)]
-    planes = x.new_empty(_phase_shape(x.shape, axes))
-    for xs, ps in _phase_slices(x.shape, axes, {t.plane for t in taps}):
-        planes[ps] = x[xs]
-    return planes
+def _windows(x: torch.Tensor, axes: Axes):
+    """Every window of ``x``: ``(N, C, *out, *kernel)`` and a mask of the taps that read the
+    input (None: all do). Views (``unfold``) where the windows need no padding; else one
+    ``index_select`` per axis, with the taps outside the input reading a valid entry."""
+    n = len(axes)
+    if all(not ax.adaptive and ax.padding == 0 and ax.dilation == 1
+           and (ax.out - 1) * ax.stride + ax.kernel <= ax.size for ax in axes):
+        for d, ax in enumerate(axes):
+            x = x.narrow(2 + d, 0, (ax.out - 1) * ax.stride + ax.kernel).unfold(
+                2 + d, ax.kernel, ax.stride)
+        return x, None
+    valid = []
+    for d, ax in enumerate(axes):  # x: (N, C, o1, k1, .., od, kd, S_d+1, ..)
+        idx = ax.window_indices()
+        ok = idx >= 0
+        valid.append(None if bool(ok.all()) else ok.to(x.device))
+        shape, dim = x.shape, 2 + 2 * d
+        flat = x.reshape(math.prod(shape[:dim]), shape[dim], -1)
+        taken = flat.index_select(1, idx.clamp(0, ax.size - 1).flatten().to(x.device))
+        x = taken.view(*shape[:dim], ax.out, ax.kernel, *shape[dim + 1:])
+    x = x.permute(0, 1, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2))
+    mask = None
+    for d, ok in enumerate(valid):
+        if ok is not None:
+            shape = [1] * (2 * n)
+            shape[d], shape[n + d] = ok.shape
+            m = ok.view(shape)
+            mask = m if mask is None else mask & m
+    return x, mask
 
 
-def _exact_float(dtype: torch.dtype, n: int) -> torch.dtype:
-    """A float dtype that holds the integers ``0..n`` exactly: ``dtype`` itself when it can
-    (same-dtype masks are PyTorch's fast path), else float32 or float64."""
-    for candidate in (dtype, torch.float32):
-        if n <= 2 / torch.finfo(candidate).eps:  # 2 ** (mantissa bits + 1)
-            return candidate
-    return torch.float64
+def _count(x: torch.Tensor, m: torch.Tensor, axes: Axes, has_nan: bool) -> torch.Tensor:
+    """``int32`` number of entries of each window equal to its max (NaN entries of a NaN
+    window): one comparison over all taps and one sum."""
+    n = len(axes)
+    win, valid = _windows(x, axes)
+    mw = m[(..., *[None] * n)]
+    tie = win == mw
+    if has_nan:
+        tie |= win.isnan() & mw.isnan()
+    if valid is not None:
+        tie &= valid
+    return tie.sum(dim=tuple(range(-n, 0)), dtype=torch.int32)
 
 
 def _has_nan(m: torch.Tensor) -> bool:
@@ -110,116 +144,96 @@ def _has_nan(m: torch.Tensor) -> bool:
     return bool(m.sum().isnan())
 
 
-def _window_max(planes: torch.Tensor, taps: list[_Tap], out_shape) -> torch.Tensor:
-    full = [t for t in taps if t.all_outputs]
-    if len(full) >= 2:
-        m = torch.maximum(planes[full[0].src], planes[full[1].src])
-    elif full:
-        m = planes[full[0].src].clone(memory_format=torch.contiguous_format)
-    else:
-        m = planes.new_full(out_shape, float("-inf"))
-    done = {t.tap for t in full[:2]}
-    for t in taps:
-        if t.tap not in done:
-            mv = m[t.out]
-            torch.maximum(mv, planes[t.src], out=mv)
-    return m
+def _tie_members(x: torch.Tensor, m: torch.Tensor, ids: torch.Tensor, axes: Axes):
+    """For the windows ``ids`` (flat over ``(N, C, *out)``): the flat input index of each tap,
+    ``(len(ids), K)``, and which taps are in the tie set (equal to the max, or NaN in a NaN
+    window; padding never)."""
+    out_total = math.prod(ax.out for ax in axes)
+    in_total = math.prod(ax.size for ax in axes)
+    o = ids % out_total
+    index = torch.zeros_like(ids)[:, None]
+    valid = torch.ones_like(index, dtype=torch.bool)
+    inner = out_total
+    for ax in axes:
+        inner //= ax.out
+        rows = ax.window_indices().to(x.device)[o.div(inner, rounding_mode="floor") % ax.out]
+        index = (index[:, :, None] * ax.size + rows.clamp_min(0)[:, None, :]).flatten(1)
+        valid = (valid[:, :, None] & (rows >= 0)[:, None, :]).flatten(1)
+    index = index + (ids // out_total * in_total)[:, None]
+    values = x.reshape(-1)[index]
+    mw = m.reshape(-1)[ids][:, None]
+    member = (values == mw) | (values.isnan() & mw.isnan())
+    return index, member & valid
 
 
-def _tie_mask(values, m, out, has_nan) -> torch.Tensor:
-    """``out <- [values == m]`` (or ``isnan(values)``: a NaN entry forces a NaN max)."""
-    mask = torch.eq(values, m, out=out)
-    if has_nan:
-        torch.logical_or(mask, values.isnan(), out=mask)
-    return mask
-
-
-def _tie_counts(planes, taps, m, has_nan) -> torch.Tensor:
-    """``int32`` number of window entries equal to ``m`` (NaN entries in a NaN window)."""
-    count = torch.zeros_like(m, dtype=_exact_float(m.dtype, len(taps)))
-    buf = torch.empty_like(count)
-    for t in taps:
-        count[t.out].add_(_tie_mask(planes[t.src], m[t.out], buf[t.out], has_nan))
-    return count.to(torch.int32)
-
-
-def _selected_taps(planes, taps, m, has_nan, ties, kernel_volume, empty) -> torch.Tensor:
-    """``int32`` row-major tap that receives the gradient (``"first"`` or ``"last"``).
-
-    Each tied tap gets a code, largest for the one to select (``K - tap`` for the first,
-    ``tap + 1`` for the last), and the max of the codes is decoded. In a NaN window the order is
-    reversed (``"first"`` takes the last NaN, as PyTorch's ``val > max || isnan`` scan does)."""
-    k = kernel_volume
-    dtype = _exact_float(m.dtype, k + 1)
-    first = ties == "first"
-    best = torch.zeros_like(m, dtype=dtype)
-    buf = torch.empty_like(best)
-    for t in taps:
-        mask = _tie_mask(planes[t.src], m[t.out], buf[t.out], False)
-        mask.mul_(k - t.tap if first else t.tap + 1)
-        torch.maximum(best[t.out], mask, out=best[t.out])
-    sel = k - best if first else best - 1
-    if empty:  # a window with no tap inside the input selects nothing
-        sel.masked_fill_(best == 0, -1)
-    if has_nan:
-        best.zero_()
-        for t in taps:
-            mask = planes[t.src].isnan().to(dtype).mul_(t.tap + 1 if first else k - t.tap)
-            torch.maximum(best[t.out], mask, out=best[t.out])
-        sel = torch.where(best > 0, best - 1 if first else k - best, sel)
-    return sel.to(torch.int32)
-
-
-def _volume(axes: Axes) -> int:
-    return math.prod(ax.kernel for ax in axes)
-
-
-def _empty(axes: Axes) -> bool:
-    return any(ax.has_empty_window() for ax in axes)
+def tie_counts(aux: torch.Tensor) -> torch.Tensor:
+    """``|T_w|`` from the ``"uniform"`` companion: 1 for a tap ``>= 0``, 0 for -1 (an empty
+    window), ``-aux`` below."""
+    return torch.where(aux >= 0, 1, torch.where(aux == -1, 0, -aux))
 
 
 def forward(x: torch.Tensor, axes: Axes, ties: str):
-    """Window max and its integer companion (tie count or selected tap), both ``(N, C, *out)``.
-
-    ``x`` is contiguous ``(N, C, D, H, W)``. The companion is ``int32``: for ``"uniform"`` the
-    number of window entries equal to the max (0 for a window that lies entirely in the
-    padding), for ``"first"``/``"last"`` the row-major tap ``(i * kH + j) * kW + k`` that
-    receives the gradient (-1 for a window entirely in the padding). Strided axes only.
-    """
-    taps = _taps(axes)
-    planes = _phases(x, axes, taps)
-    m = _window_max(planes, taps, (*x.shape[:2], *(ax.out for ax in axes)))
-    has_nan = _has_nan(m)
+    """Window max and its ``int32`` companion (see the module docstring), ``(N, C, *out)``."""
+    m, index = _native_forward(x, axes)
+    tap = _taps_of(index, axes)
+    empty = _empty(axes, x.device)
+    if empty is not None:
+        tap = torch.where(empty, -1, tap)
+    if ties == "first":
+        return m, tap.to(torch.int32)
+    count = _count(x, m, axes, _has_nan(m))
+    tied = count >= 2
     if ties == "uniform":
-        return m, _tie_counts(planes, taps, m, has_nan)
-    return m, _selected_taps(planes, taps, m, has_nan, ties, _volume(axes), _empty(axes))
+        return m, torch.where(tied, -count, tap).to(torch.int32)
+    ids = tied.flatten().nonzero().squeeze(1)
+    if len(ids):  # "last": the last tie of a tied window (the first NaN of a NaN window)
+        _, member = _tie_members(x, m, ids, axes)
+        k = member.shape[1]
+        code = torch.arange(k, device=x.device)
+        last = (member * (code + 1)).amax(dim=1) - 1
+        first = k - (member * (k - code)).amax(dim=1)
+        tap.view(-1)[ids] = torch.where(m.reshape(-1)[ids].isnan(), first, last)
+    return m, tap.to(torch.int32)
 
 
-def _shares(grad: torch.Tensor, count: torch.Tensor, kernel_volume: int,
-            empty: bool) -> torch.Tensor:
+def _shares(grad: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """``grad / count`` as PyTorch divides in ``grad``'s dtype (float32 arithmetic for 16-bit
-    floats, rounded to the dtype). With ``empty`` windows (count 0) they keep ``grad``, which no
-    entry receives."""
-    share = count.to(_exact_float(grad.dtype, kernel_volume))
-    if empty:
-        share.clamp_min_(1)
-    torch.div(grad.to(share.dtype), share, out=share)
-    return share.to(grad.dtype)
+    floats, rounded to the dtype); an empty window (count 0) keeps ``grad``, which no entry
+    receives."""
+    acc = torch.float32 if grad.element_size() < 4 else grad.dtype
+    return (grad.to(acc) / count.clamp_min(1).to(acc)).to(grad.dtype)
 
 
-def _accumulate(dst: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, *, overwrite: bool,
-                float_mask: bool) -> None:
-    """``dst += mask * value`` in place (``dst = ...`` with ``overwrite``, the first tap of a plane
-    that covers it). A float 0/1 ``mask`` multiplies (the fast path, for finite values); a
-    boolean one selects with ``where``, so that an inf or NaN reaches only the masked entries."""
-    if float_mask and overwrite:
-        torch.mul(value, mask, out=dst)
-    elif float_mask:
-        dst.addcmul_(value, mask)
-    elif overwrite:
-        dst.copy_(torch.where(mask, value, 0.0))
-    else:
-        dst.add_(torch.where(mask, value, 0.0))
+def _single_index(aux: torch.Tensor, axes: Axes):
+    """Flat input index of each output's selected tap, and ``aux < 0`` (no single tap)."""
+    index = flat_indices(aux, axes)
+    return index.clamp_min(0), index < 0
+
+
+def _members_in_order(x, m, aux, axes):
+    """Every (input index, window) pair of the ``"uniform"`` tie sets, windows in row-major
+    order and taps in row-major order within a window: ``(index, window)``, flat over
+    ``(N, C, *S)`` and ``(N, C, *out)``."""
+    count = tie_counts(aux).flatten().long()
+    offsets = count.cumsum(0) - count
+    total = int(count.sum())
+    index = torch.empty(total, dtype=torch.long, device=x.device)
+    window = torch.empty_like(index)
+    out_total = math.prod(ax.out for ax in axes)
+    in_total = math.prod(ax.size for ax in axes)
+    single = (count == 1).nonzero().squeeze(1)
+    flat, _ = _single_index(aux, axes)
+    slots = offsets[single]
+    index[slots] = flat.flatten()[single] + single // out_total * in_total
+    window[slots] = single
+    tied = (count >= 2).nonzero().squeeze(1)
+    taps, member = _tie_members(x, m, tied, axes)
+    rows, cols = member.nonzero(as_tuple=True)
+    rank = member.cumsum(dim=1)[rows, cols] - 1
+    slots = offsets[tied[rows]] + rank
+    index[slots] = taps[rows, cols]
+    window[slots] = tied[rows]
+    return index, window
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
@@ -228,48 +242,14 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
 
     ``"uniform"``: each output sends ``grad / count`` to every entry of its window equal to its
     max (eq 20 of the paper, window by window); ``"first"``/``"last"``: ``grad`` to the selected
-    tap. Overlapping windows add up; deterministic (no atomics, fixed order). One stride phase
-    at a time, in reused phase-sized buffers: the only input-sized allocation is the result.
-    """
-    taps, k = _taps(axes), _volume(axes)
-    uniform = ties == "uniform"
-    if uniform:
-        has_nan, value = _has_nan(m), _shares(grad, aux, k, _empty(axes))
-    else:
-        selected, value = aux.to(_exact_float(grad.dtype, k)), grad
-    # With finite values a 0/1 float mask times the value is the masked value (fast path);
-    # otherwise select with `where`, so that an inf or NaN reaches only the selected entries.
-    float_mask = bool(value.sum().isfinite())
-    buf = torch.empty_like(m, dtype=grad.dtype if float_mask else torch.bool)
-    gx = torch.empty_like(x)
-    strided = any(ax.stride > 1 for ax in axes)
-    n = len(axes)
-    if strided:
-        plane_shape = _phase_shape(x.shape, axes)[n:]
-        gbuf, xbuf = x.new_empty(plane_shape), x.new_empty(plane_shape) if uniform else None
-    for xs, ps in _phase_slices(x.shape, axes, _all_phases(axes)):
-        plane_taps = [t for t in taps[::-1] if t.plane == ps[:n]]
-        if not plane_taps:
-            gx[xs].zero_()
-            continue
-        x_plane, g_plane = x, gx
-        if strided:
-            g_plane = gbuf[ps[n:]]
-        if strided and uniform:
-            x_plane = xbuf[ps[n:]]
-            x_plane.copy_(x[xs])
-        if not plane_taps[0].whole_plane:
-            g_plane.zero_()
-        for rank, t in enumerate(plane_taps):
-            if uniform:
-                mask = _tie_mask(x_plane[t.within], m[t.out], buf[t.out], has_nan)
-            else:
-                mask = torch.eq(selected[t.out], t.tap, out=buf[t.out])
-            _accumulate(g_plane[t.within], value[t.out], mask, overwrite=rank == 0 and t.whole_plane,
-                        float_mask=float_mask)
-        if strided:
-            gx[xs] = g_plane
-    return gx
+    tap. Overlapping windows add up, in increasing window order (deterministic)."""
+    if ties == "uniform" and bool((aux <= -2).any()):
+        index, window = _members_in_order(x, m, aux, axes)
+        value = _shares(grad, tie_counts(aux)).reshape(-1)[window]
+        gx = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
+        return gx.index_add_(0, index, value).view_as(x)
+    index, none = _single_index(aux, axes)
+    return _native_backward(torch.where(none, 0, grad), x, index, axes)
 
 
 def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
@@ -277,20 +257,11 @@ def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor
     """The pool's associated Jacobian applied to ``v`` (shape of ``x``): per output, the mean of
     ``v`` over the window's tie set (``"uniform"``) or ``v`` at the selected tap. It is the JVP
     of the forward and the transpose of :func:`backward` (so also its derivative in ``grad``)."""
-    taps = _taps(axes)
-    planes, vplanes = _phases(x, axes, taps), _phases(v, axes, taps)
-    uniform = ties == "uniform"
-    has_nan = uniform and _has_nan(m)
-    acc = torch.zeros(m.shape, dtype=v.dtype, device=v.device)
-    for t in taps:
-        if uniform:
-            mask = planes[t.src] == m[t.out]
-            if has_nan:
-                mask |= planes[t.src].isnan()
-        else:
-            mask = aux[t.out] == t.tap
-        acc[t.out].add_(torch.where(mask, vplanes[t.src], 0.0))
-    if not uniform:
-        return acc
-    return _shares(acc, aux, _volume(axes), _empty(axes))
-
+    if ties == "uniform" and bool((aux <= -2).any()):
+        index, window = _members_in_order(x, m, aux, axes)
+        acc = torch.zeros(m.numel(), dtype=v.dtype, device=v.device)
+        acc.index_add_(0, window, v.reshape(-1)[index])
+        return _shares(acc.view_as(m), tie_counts(aux))
+    index, none = _single_index(aux, axes)
+    picked = v.flatten(2).gather(2, index.flatten(2)).view(m.shape)
+    return torch.where(none, 0, picked)

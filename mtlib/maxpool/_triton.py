@@ -1,14 +1,15 @@
 """Triton backend of the tie-aware max pool (CUDA; CPU under ``TRITON_INTERPRET=1``).
 
-Same contract as the PyTorch path (:mod:`mtlib.maxpool._torch`, :mod:`mtlib.maxpool._adaptive`):
-the forward returns the window max and an ``int32`` tie count or selected tap per output, the
-backward the input gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive windows
+Same contract as the PyTorch path (:mod:`mtlib.maxpool._torch`): the forward returns the window
+max and the ``int32`` companion of :mod:`mtlib.maxpool._op` per output (selected tap, or for
+``"uniform"`` the tap of a single max and minus the count of a tie), the backward the input
+gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive windows
 (:class:`mtlib.maxpool._geometry.PoolAxis`). Two kernels:
 
 * forward: one lane per output scans its window's taps in row-major order with PyTorch's
-  update ``v > max or isnan(v)``, so the max is PyTorch's value bit for bit, and keeps the tie
-  count (``"uniform"``) or the selected tap (``"first"``: first max, last NaN; ``"last"``: last
-  max, first NaN);
+  update ``v > max or isnan(v)``, so the max is PyTorch's value bit for bit, and keeps the
+  selected tap (``"first"``: first max, last NaN; ``"last"``: last max, first NaN) and for
+  ``"uniform"`` the tie count too;
 * backward: one lane per *input* position gathers, over the windows that contain it in
   increasing row-major order, ``g / count`` where it equals the window's saved max
   (``"uniform"``, eq 20 per window) or ``g`` where it is the selected tap. There are no atomics,
@@ -18,8 +19,8 @@ backward the input gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive
 They are registered as ``torch.library.triton_op``\\ s, ``mtlib::max_pool_ties_triton`` and
 ``mtlib::max_pool_ties_triton_backward``, launched through ``torch.library.wrap_triton``, so
 ``torch.compile`` sees the kernels; their CPU kernel is the PyTorch path (the Triton kernels
-under the interpreter). Importing this module imports ``triton``; :mod:`mtlib.maxpool` does so
-only where the kernels can run (a GPU, or ``TRITON_INTERPRET=1``) or on first use.
+under the interpreter). Importing this module imports ``triton``; :mod:`mtlib.maxpool._dispatch`
+does so where the kernels can run (a GPU, or ``TRITON_INTERPRET=1``) or on first use.
 """
 
 from __future__ import annotations
@@ -98,17 +99,17 @@ def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, D, H, W, OD, OH, OW, SD, SH,
                 new = ok & ((seen == 0) | (v > m) | (v_nan & (m_nan == 0)))
                 tie = ok & (new == 0) & ((v == m) | (v_nan & m_nan))
                 tap = (a * KH + i) * KW + j
-                if RULE == 0:
-                    sel = tl.where(new | (tie & v_nan), tap, sel)
-                elif RULE == 1:
+                if RULE == 1:
                     sel = tl.where(new | (tie & (v_nan == 0)), tap, sel)
                 else:
+                    sel = tl.where(new | (tie & v_nan), tap, sel)
+                if RULE == 2:
                     cnt = tl.where(new, 1, tl.where(tie, cnt + 1, cnt))
                 m = tl.where(new, v, m)
                 seen = seen | ok
     tl.store(out_ptr + offs, m.to(out_ptr.dtype.element_ty), mask=live)
-    if RULE == 2:
-        tl.store(aux_ptr + offs, cnt, mask=live)
+    if RULE == 2:  # the tap of a single max, minus the count of a tie (see _op)
+        tl.store(aux_ptr + offs, tl.where(cnt >= 2, -cnt, sel), mask=live)
     else:
         tl.store(aux_ptr + offs, sel, mask=live)
 
@@ -140,7 +141,7 @@ def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, D, H, W, OD, O
                 if RULE == 2:
                     mv = tl.load(m_ptr + o, mask=ok, other=0.0).to(ACC)
                     hit = ok & ((xv == mv) | ((xv != xv) & (mv != mv)))
-                    count = tl.maximum(a, 1).to(ACC)
+                    count = tl.where(a >= 0, 1, -a).to(ACC)
                     if ACC == tl.float64:
                         share = g / count
                     else:
