@@ -17,11 +17,30 @@ functions that call these).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 
 from mtlib._validate import check_direction, check_positive
+
+
+def _load_forward_ad_decompositions() -> None:
+    """Load torch's forward-mode decompositions now, without torch 2.14's FutureWarning.
+
+    The first forward-mode call (``torch.func.jvp``, ``forward_ad.make_dual``) imports
+    ``torch._decomp.decompositions_for_jvp``, which registers them with the deprecated
+    ``torch.jit.script``: a warning about torch's own call (hidden by default as a
+    DeprecationWarning in 2.13, shown in a chapter's output as a FutureWarning from 2.14) that
+    no caller can act on. mtlib uses forward mode throughout, so it loads them once, at import,
+    with exactly that warning silenced. Remove when torch stops scripting them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
+        torch.autograd.forward_ad._maybe_load_decompositions()
+
+
+_load_forward_ad_decompositions()
 
 
 def autograd_gradient(f: Callable, x: torch.Tensor, *, fn: str = "autograd_gradient",
