@@ -280,7 +280,7 @@ def kink_derivatives(functions: Mapping[str, Callable], x: float = 0.0) -> pd.Da
 
 
 _JAX_NAMES = ("JAX_CASES", "JAX_GAPS", "JaxCase", "jax_boustany_f", "jax_derivative_table", "jax_max1",
-              "jax_maxpool_f", "side_by_side")
+              "jax_maxpool_f", "jax_relu_formulations", "releases_side_by_side", "side_by_side")
 
 
 def _jax_module():

@@ -39,7 +39,8 @@ from jax import lax
 from mtlib.census.cases import CASES, Case
 
 __all__ = ["JAX_CASES", "JAX_GAPS", "JaxCase", "jacobians", "jax_boustany_f", "jax_derivative_table",
-           "jax_max1", "jax_maxpool_f", "side_by_side", "x64"]
+           "jax_max1", "jax_maxpool_f", "jax_relu_formulations", "releases_side_by_side", "side_by_side",
+           "x64"]
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,8 @@ def jacobians(pairs: Sequence[tuple[Callable, tuple[float, ...]]]) -> list[tuple
     instead of one per op; each pair's arithmetic is untouched by the others), under :func:`x64`.
 
     Examples:
-        >>> [(rev.tolist(), fwd.tolist())] = jacobians([(jnp.abs, (0.0,))])
-        >>> rev, fwd
+        >>> [(rev, fwd)] = jacobians([(jnp.abs, (0.0,))])
+        >>> rev.tolist(), fwd.tolist()
         ([[1.0]], [[1.0]])
     """
     functions = [f for f, _ in pairs]
@@ -305,6 +306,46 @@ def side_by_side(torch_records: list, jax_records: list) -> pd.DataFrame:
                       "PyTorch rule": t.rule, "JAX rule": "", "JAX valid": None, "JAX clarke": None,
                       "same": None, "gap": reason})
     return pd.DataFrame(lines)
+
+
+def releases_side_by_side(jax_records: list) -> pd.DataFrame:
+    """JAX's reverse-mode answer beside PyTorch's on every shipped release (``history()``).
+
+    One line per JAX row that mirrors a census row: ``PyTorch``, ``kink``, ``JAX``, ``JAX
+    reverse`` and one column per shipped torch release with PyTorch's answer there (formatted
+    by ``format_jacobian``); ``differs on`` lists the releases whose answer is not JAX's.
+    """
+    from mtlib.census import format_jacobian, history
+
+    shipped = history().set_index(["op", "kink"])
+    by_jax = {(r.op, r.kink): r for r in jax_records}
+    lines = []
+    for case in JAX_CASES:
+        if case.mirrors is None or (case.op, case.judged.kink) not in by_jax:
+            continue
+        answer = format_jacobian(by_jax[case.op, case.judged.kink].reverse)
+        torch_answers = shipped.loc[(case.mirrors.op, case.mirrors.kink)]
+        lines.append({"PyTorch": case.mirrors.op, "kink": case.mirrors.kink, "JAX": case.op,
+                      "JAX reverse": answer, **torch_answers.to_dict(),
+                      "differs on": ", ".join(r for r, v in torch_answers.items() if v != answer)})
+    return pd.DataFrame(lines)
+
+
+def jax_relu_formulations() -> dict[str, Callable]:
+    """Ways of writing ``relu(x) = max(x, 0)`` in JAX: the same function, derivatives at 0 differ.
+
+    Examples:
+        >>> list(jax_relu_formulations())[:3]
+        ['jax.nn.relu(x)', 'jnp.maximum(x, 0)', 'jnp.clip(x, min=0)']
+    """
+    return {
+        "jax.nn.relu(x)": jax.nn.relu,
+        "jnp.maximum(x, 0)": lambda x: jnp.maximum(x, 0.0),
+        "jnp.clip(x, min=0)": lambda x: jnp.clip(x, min=0.0),
+        "lax.clamp(0, x, inf)": lambda x: lax.clamp(0.0, x, jnp.inf),
+        "(x + |x|) / 2": lambda x: (x + jnp.abs(x)) / 2,
+        "jnp.where(x > 0, x, 0)": lambda x: jnp.where(x > 0, x, 0.0),
+    }
 
 
 def jax_max1(x):
