@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from mtlib._autodiff import autograd_gradient, forward_jacobian, reverse_jacobian
+from mtlib.census._format import format_jacobian
 from mtlib.census._history import (
     changes,
     check_release,
@@ -188,24 +189,6 @@ def _check(cases: list[Case]) -> None:
         if (case.kind, case.masks) == ("ties", None) or (case.kind, case.norm) == ("ball", None):
             raise ValueError(f"run: `cases[{i}]` of kind {case.kind!r} needs its "
                              f"`{'masks' if case.kind == 'ties' else 'norm'}`")
-
-
-def _fmt(v: float) -> str:
-    return "nan" if v != v else f"{round(v, 4) + 0.0:g}"
-
-
-def format_jacobian(rows: tuple[tuple[float, ...], ...] | None) -> str:
-    """``"0.5"`` for a 1x1 Jacobian, ``"(1, 0)"`` for one row, rows joined by ``"; "``, 4 digits.
-
-    Examples:
-        >>> format_jacobian(((1.0, 0.0), (1 / 3, -0.0)))
-        '(1, 0); (0.3333, 0)'
-    """
-    if rows is None:
-        return "n/a"
-    if len(rows) == 1 and len(rows[0]) == 1:
-        return _fmt(rows[0][0])
-    return "; ".join("(" + ", ".join(_fmt(v) for v in row) + ")" for row in rows)
 
 
 def to_frame(records: list[CensusRecord]) -> pd.DataFrame:

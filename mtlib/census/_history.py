@@ -28,6 +28,8 @@ from collections.abc import Mapping
 import pandas as pd
 import torch
 
+from mtlib.census._format import format_jacobian
+
 ANSWERS = ("reverse", "forward")
 """The columns that are measurements; the others (rule, verdicts) are the census's reading of them."""
 
@@ -222,8 +224,6 @@ def check_release(observed: Mapping[tuple[str, str], object], column: str = "rev
         torch 2.15.0 has no shipped census table; differences from torch 2.14.1:
         torch.clamp_min(x, 0) at x = 0 (reverse): 2.14.1 gives 0, measured 1
     """
-    from mtlib.census import format_jacobian
-
     def formatted(value: object) -> str:
         if isinstance(value, str):
             return value
