@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import mtlib
 import mtlib.census
@@ -17,10 +18,15 @@ from mtlib.census import (
     JAX_GAPS,
     JaxCase,
     by_convention,
+    format_jacobian,
+    history,
     jax_boustany_f,
     jax_derivative_table,
     jax_maxpool_f,
+    jax_relu_formulations,
+    releases_side_by_side,
     run,
+    shipped_releases,
     side_by_side,
     to_frame,
 )
@@ -165,4 +171,28 @@ def test_side_by_side_lists_every_row(jax_records):
     abs_row = table[(table["PyTorch"] == "torch.abs")].iloc[0]
     assert (abs_row["PyTorch reverse"], abs_row["JAX reverse"], abs_row["same"]) == ("0", "1", False)
     differ = table[table["same"] == False]  # noqa: E712 (None: a gap)
-    print(len(differ), differ[["PyTorch", "kink", "JAX"]].to_string())
+    if torch.__version__.startswith("2.13.0"):
+        assert len(differ) == 31
+
+
+def test_releases_side_by_side_reads_the_shipped_tables(jax_records):
+    table = releases_side_by_side(jax_records)
+    releases = list(shipped_releases())
+    shipped = history().set_index(["op", "kink"])
+    answers = {(r.op, r.kink): format_jacobian(r.reverse) for r in jax_records}
+    assert len(table) == sum(c.mirrors is not None for c in JAX_CASES)
+    for row in table.to_dict("records"):
+        assert [row[r] for r in releases] == shipped.loc[(row["PyTorch"], row["kink"]), releases].tolist()
+        assert row["differs on"] == ", ".join(r for r in releases if row[r] != row["JAX reverse"])
+    by_jax = table.set_index(["JAX", "kink"])
+    assert [answers[key] for key in by_jax.index] == by_jax["JAX reverse"].tolist()
+    by_jax = by_jax["differs on"]
+    assert by_jax["jnp.clip(x, min=y)", "x = y = 0"] == "2.13.0"  # torch 2.14.1 splits the tie as JAX does
+    assert by_jax["jnp.abs", "x = 0"] == ", ".join(releases)
+
+
+def test_jax_relu_formulations_compute_relu():
+    with x64():
+        x = jnp.array([-2.0, -0.5, 0.0, 0.25, 3.0])
+        for name, f in jax_relu_formulations().items():
+            np.testing.assert_array_equal(np.asarray(f(x)), np.maximum(np.asarray(x), 0.0), err_msg=name)
