@@ -20,7 +20,9 @@ Import the names from here; the private modules hold, in order of use:
 * ``_zones``: one exact window per kind of tie, placed in Bertoin's and Boustany's zones;
 * ``_rounding``: the model of ties made by rounding (rate proportional to ``2^-p``);
 * ``_study``: the chapter's protocol study and the summary it records (shared with the sweep);
-* ``_train``: training with each rule, over formats and seeds.
+* ``_train``: training with each rule, over formats and seeds;
+* ``_valid``: training with the perturbed-branch gradient beside PyTorch's (chapter
+  training_valid).
 
 The machine a low-precision number was measured on is :mod:`mtlib.machine`.
 """
@@ -38,10 +40,20 @@ from mtlib.training._rounding import SIGNIFICAND_BITS, VGG11_CIFAR10_WINDOWS, ro
 from mtlib.training._study import ProtocolStudy, protocol_study, study_record
 from mtlib.training._ties import tie_fraction
 from mtlib.training._train import TrainResult, accuracy_study, train
+from mtlib.training._valid import (
+    GRADIENTS,
+    ValidStudy,
+    parameter_gradients,
+    train_valid,
+    valid_disagreement,
+    valid_record,
+    valid_study,
+)
 from mtlib.training._zones import TIE_KIND_PATCHES, tie_kind_examples
 
 __all__ = [
     "BOUSTANY_VGG11_CIFAR10",
+    "GRADIENTS",
     "SIGNIFICAND_BITS",
     "THRESHOLDS",
     "TIE_KIND_PATCHES",
@@ -49,11 +61,13 @@ __all__ = [
     "Digits",
     "ProtocolStudy",
     "TrainResult",
+    "ValidStudy",
     "accuracy_study",
     "calibrate_threshold",
     "digits_cnn",
     "digits_data",
     "gradient_disagreement",
+    "parameter_gradients",
     "protocol_study",
     "rounding_tie_model",
     "study_record",
@@ -62,4 +76,8 @@ __all__ = [
     "tie_fraction",
     "tie_kind_examples",
     "train",
+    "train_valid",
+    "valid_disagreement",
+    "valid_record",
+    "valid_study",
 ]
