@@ -5,7 +5,8 @@ Both functions are identically zero, yet PyTorch's autograd returns a non-zero d
 :func:`maxpool_f` (Table 3). The derivative is an associated gradient (Def 1) that mixes two
 different representations of the same ``max``.
 
-Chapter: intro, notation, theorem, boustany, maxpool, census, directional.
+Chapter: intro, notation, theorem, tangent, boustany, maxpool, census, jax, directional,
+lexicographic, related, results.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ References:
     subgradients of a small ReLU network is NP-hard): why "undetermined" cannot be avoided
     in general.
 
-Chapter: census.
+Chapter: census, directional.
 """
 
 from __future__ import annotations

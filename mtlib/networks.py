@@ -11,7 +11,7 @@ with an optional stride; :class:`StridedMaxPool` is its Lipschitz-chapter name),
 :func:`walk_layers` is the one function that interprets it, for :func:`count_kinks`,
 :func:`mtlib.representations.network_layers` and :mod:`mtlib.lipschitz`.
 
-Chapter: notation, theorem, directional, lipschitz.
+Chapter: notation, theorem, tangent, directional, lexicographic, lipschitz, related, results.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ backward rules satisfy the tangent condition on every tie stratum, autograd comp
 object layer by layer (Cor 2, eq 14); the census chapter lists PyTorch operations whose rules do
 not (``scatter_reduce`` with ``include_self=False``, jointly in its two inputs).
 
-Chapter: notation, theorem, relu, tangent, boustany, maxpool, directional.
+Chapter: intro, notation, theorem, relu, tangent, boustany, maxpool, directional, lipschitz, related, results.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ objects, so that their associated gradients can be compared with what autograd r
 
 Pieces are enumerated, so the number of pieces of one representation is capped at 100000.
 
-Chapter: theorem, relu, tangent.
+Chapter: theorem, relu, tangent, related, results.
 """
 
 from __future__ import annotations

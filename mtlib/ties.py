@@ -45,7 +45,7 @@ and fails if its file is missing here:
    ``tests/mtlib/census/test_census.py``, and the brute-force ``oracle`` of
    ``tests/mtlib/maxpool/test_maxpool.py``.
 
-Chapter: notation, theorem, tangent, boustany, maxpool, census.
+Chapter: notation, theorem, tangent, boustany, maxpool, census, lipschitz, related, results.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
+from pathlib import Path
+
 import torch
 
 
@@ -22,3 +26,66 @@ def pool_and_grad(fn, x, g, *args, **kw):
 
 def assert_same(a, b):
     torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+# --- what a source uses of mtlib (test_api, test_chapter_lines) ----------------------------------
+
+def mtlib_paths(source: str) -> set[tuple[str, str | None]]:
+    """(module, name) for every ``from mtlib... import name``, (module, None) for ``import mtlib...``,
+    and (module, attribute) for every ``mtlib.x.y`` attribute chain in ``source``; notebook magics
+    (``%pip``, ``!ls``) are skipped, and a source that does not parse uses nothing."""
+    code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mtlib":
+            used.update((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            used.update((a.name, None) for a in node.names if a.name.split(".")[0] == "mtlib")
+        elif isinstance(node, ast.Attribute):
+            chain, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "mtlib":
+                used.add((".".join(["mtlib", *reversed(chain[1:])]), chain[0]))
+    return used
+
+
+def code_cells(notebook: Path) -> list[str]:
+    """The sources of a notebook's code cells."""
+    return ["".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"]
+            if cell["cell_type"] == "code"]
+
+
+# --- the perturbation oracle (test_lexicographic) ------------------------------------------------
+
+def autograd_gradient(f, x: torch.Tensor) -> torch.Tensor:
+    """The gradient autograd returns for ``f(x).sum()`` at ``x``."""
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(x).sum(), x)
+    return g
+
+
+def perturbed(x: torch.Tensor, M: torch.Tensor, e: float) -> torch.Tensor:
+    """x + e m_1 + e^2 m_2 + ... + e^k m_k (M of shape (*x.shape, k))."""
+    powers = torch.tensor([e ** (j + 1) for j in range(M.shape[-1])], dtype=x.dtype)
+    return x + (M * powers).sum(-1)
+
+
+def perturbation_oracle(f, x: torch.Tensor, M: torch.Tensor, e: float = 2.0**-8) -> torch.Tensor:
+    """Autograd's gradient at the perturbed point, for the largest e in {2^-8, 2^-9, ...} at
+    which it agrees with the gradients at e/2 and e/4 (the curve then stays in one piece; a
+    piecewise-linear f has finitely many kinks on it). With integer x, weights and M and
+    n <= 4 directions, the perturbed point and the network's values are exact in float64
+    (at most 2^10 in size, 2^-32 in resolution). For a piecewise-linear f it is the
+    lexicographic gradient at x along M, computed independently of mtlib.directional."""
+    for _ in range(8):
+        grads = [autograd_gradient(f, perturbed(x, M, e / 2**i)) for i in range(3)]
+        if all(torch.equal(grads[0], g) for g in grads[1:]):
+            return grads[0]
+        e /= 2
+    raise AssertionError("no piece found along the perturbation")

@@ -9,7 +9,7 @@ of its nonsmooth points (full and partial ties), in the variables the case names
 mode (backward) and forward mode (``torch.func.jvp``), names the rule it follows and judges it
 on the stratum through the point where that rule is constant.
 
-Chapter: census.
+Chapter: relu, census, jax.
 """
 
 from __future__ import annotations

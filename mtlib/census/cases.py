@@ -12,7 +12,7 @@ judged by the dual ``norm`` of the gradient). A case whose rule is constant on a
 the tie stratum names that set by ``stratum``; an op outside the theory says why in
 ``outside``. :mod:`mtlib.census._judge` says how each kind is judged.
 
-Chapter: census.
+Chapter: none. The census chapter reads these cases through :mod:`mtlib.census`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ metadata), :mod:`mtlib.directional._kinks` (the kinks) and
 :mod:`mtlib.directional._lexicographic` (LD-derivatives), :mod:`mtlib.directional._perturbed`
 (the perturbed-branch gradient).
 
-Chapter: directional, lexicographic.
+Chapter: boustany, directional, lexicographic, related.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ in the same state, so that
 same records (tested on a small point). Module-level, hence picklable by reference: a Dask worker
 or a spawned process imports it by name.
 
-Chapter: sweeps, training.
+Chapter: sweeps.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ and the benchmarks use, the torch.library op names and the sweep command line ke
 
 import ast
 import importlib
-import json
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import code_cells, mtlib_paths
 
 import mtlib
 
@@ -39,43 +39,18 @@ mtlib.representations mtlib.sweep mtlib.sweep.registry mtlib.ties mtlib.training
 """.split()
 
 
-def _sources() -> list[tuple[str, str]]:
-    """(file, python source) of the chapters' code cells, the README's code blocks, the benchmarks."""
-    out = []
-    for path in sorted((REPO / "book").glob("*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            if cell["cell_type"] == "code":
-                out.append((path.name, "".join(cell["source"])))
+def _sources() -> list[str]:
+    """The python sources of the chapters' code cells, the README's code blocks, the benchmarks."""
+    out = [source for path in sorted((REPO / "book").glob("*.ipynb")) for source in code_cells(path)]
     readme = (REPO / "README.md").read_text()
-    out += [("README.md", block) for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S)]
-    out += [(path.name, path.read_text()) for path in sorted((REPO / "benchmarks").glob("*.py"))]
+    out += re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    out += [path.read_text() for path in sorted((REPO / "benchmarks").glob("*.py"))]
     return out
 
 
 def _used_paths() -> set[tuple[str, str | None]]:
-    """(module, name) for every ``from mtlib... import name``, (module, None) for ``import mtlib...``,
-    and (module, attribute) for every ``mtlib.x.y`` attribute chain in those sources."""
-    used = set()
-    for _, source in _sources():
-        code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line
-                         for line in source.splitlines())
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mtlib":
-                used.update((node.module, alias.name) for alias in node.names)
-            elif isinstance(node, ast.Import):
-                used.update((a.name, None) for a in node.names if a.name.split(".")[0] == "mtlib")
-            elif isinstance(node, ast.Attribute):
-                chain, value = [node.attr], node.value
-                while isinstance(value, ast.Attribute):
-                    chain.append(value.attr)
-                    value = value.value
-                if isinstance(value, ast.Name) and value.id == "mtlib":
-                    used.add((".".join(["mtlib", *reversed(chain[1:])]), chain[0]))
-    return used
+    """Every (module, name) of mtlib those sources use (:func:`helpers.mtlib_paths`)."""
+    return set().union(*map(mtlib_paths, _sources()))
 
 
 def test_every_top_level_name_is_kept_and_exported():

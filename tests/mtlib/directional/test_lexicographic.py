@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import autograd_gradient, perturbation_oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,32 +20,6 @@ f64 = torch.float64
 
 def tensor(values):
     return torch.tensor(values, dtype=f64)
-
-
-def autograd_gradient(f, x):
-    x = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(x).sum(), x)
-    return g
-
-
-def perturbed(x, M, e):
-    """x + e m_1 + e^2 m_2 + ... + e^k m_k (M of shape (*x.shape, k))."""
-    powers = torch.tensor([e ** (j + 1) for j in range(M.shape[-1])], dtype=f64)
-    return x + (M * powers).sum(-1)
-
-
-def oracle(f, x, M, e=2.0**-8):
-    """Autograd's gradient at the perturbed point, for the largest e in {2^-8, 2^-9, ...} at
-    which it agrees with the gradients at e/2 and e/4 (the curve then stays in one piece; a
-    piecewise-linear f has finitely many kinks on it). With integer x, weights and M and
-    n <= 4 directions, the perturbed point and the network's values are exact in float64
-    (at most 2^10 in size, 2^-32 in resolution)."""
-    for _ in range(8):
-        grads = [autograd_gradient(f, perturbed(x, M, e / 2**i)) for i in range(3)]
-        if all(torch.equal(grads[0], g) for g in grads[1:]):
-            return grads[0]
-        e /= 2
-    raise AssertionError("no piece found along the perturbation")
 
 
 def assert_solved(g, want):
@@ -73,7 +48,7 @@ def test_random_integer_networks_match_the_perturbation_oracle(n, pool):
         f = lambda v, net=net: net(v).sum()  # noqa: E731
         for x in integer_points(4, n, seed=seed):
             M = random_nonsingular(n, gen)
-            assert_solved(lexicographic_gradient(f, x, M), oracle(f, x, M))
+            assert_solved(lexicographic_gradient(f, x, M), perturbation_oracle(f, x, M))
             cases += 1
     assert cases == 48
 
@@ -89,7 +64,7 @@ def test_max_and_min_networks_match_the_oracle():
             return torch.maximum(y.amax(), z.min()) - z.abs().sum() + pooled + y.clamp(-1, 1).sum()
 
         x, M = integer_points(1, 3, seed=seed)[0], random_nonsingular(3, gen)
-        assert_solved(lexicographic_gradient(f, x, M), oracle(f, x, M))
+        assert_solved(lexicographic_gradient(f, x, M), perturbation_oracle(f, x, M))
 
 
 def test_small_cnn_with_pools_matches_the_oracle(tie_rule):
@@ -107,7 +82,7 @@ def test_small_cnn_with_pools_matches_the_oracle(tie_rule):
 
     for seed in range(25):
         x, M = integer_points(1, 4, seed=seed)[0], random_nonsingular(4, gen)
-        assert_solved(lexicographic_gradient(f, x, M), oracle(f, x, M))
+        assert_solved(lexicographic_gradient(f, x, M), perturbation_oracle(f, x, M))
 
 
 @pytest.mark.parametrize("pool", [
@@ -213,7 +188,7 @@ def test_max_gives_a_vertex_of_the_tie_sets_simplex(values, seed):
     torch.testing.assert_close(g.sum(), tensor(1.0), rtol=0, atol=1e-12)
     assert g[~tie].abs().max().item() <= 1e-12 if (~tie).any() else True
     assert (g.abs() > 0.5).sum().item() == 1  # one-hot: a vertex, not an interior point
-    assert torch.equal(g.round(), oracle(torch.max, y, M))  # the vertex of the perturbed point
+    assert torch.equal(g.round(), perturbation_oracle(torch.max, y, M))  # the vertex of the perturbed point
 
 
 @settings(max_examples=20, deadline=None)
