@@ -2,9 +2,9 @@
 
 Each :class:`JaxCase` is a JAX function of a flat float64 array with the *same values* as a
 torch :class:`~mtlib.census.cases.Case` (``reference``) at the same point. :func:`records`
-measures the Jacobian JAX returns there in reverse mode (``jax.vjp``, one pull-back per output)
-and in forward mode (``jax.jvp``, one push-forward per input), both inside one ``jax.jit`` as a
-compiled training step runs them, and hands it, as data, to the census's judge
+measures the Jacobian JAX returns there in reverse mode (``jax.vjp``, pulled back along each
+output) and in forward mode (``jax.jvp``, pushed forward along each input), compiled by
+``jax.jit`` as a training step is, and hands it, as data, to the census's judge
 (:func:`mtlib.census._judge.judge`), which reads only the values and one-sided derivatives of
 the torch reference. So a PyTorch row and a JAX row that differ are judged on the same function
 with the same rules.
@@ -235,14 +235,12 @@ def x64():
 
 
 def _both(f: Callable, v):
-    """Reverse rows (``jax.vjp``, one pull-back per output) and forward columns (``jax.jvp``)."""
+    """Reverse-mode rows (``jax.jacrev``: ``jax.vjp`` pulled back along each output) and
+    forward-mode columns (``jax.jacfwd``: ``jax.jvp`` along each input)."""
     def flat(u):
         return jnp.ravel(f(u))
 
-    y, pull = jax.vjp(flat, v)
-    rows = [pull(e)[0] for e in jnp.eye(y.size, dtype=v.dtype)]
-    cols = [jax.jvp(flat, (v,), (e,))[1] for e in jnp.eye(v.size, dtype=v.dtype)]
-    return jnp.stack(rows), jnp.stack(cols, axis=1)
+    return jax.jacrev(flat)(v), jax.jacfwd(flat)(v)
 
 
 # XLA's LLVM optimisation off: the program runs once, and compiling it dominates (half the time).
@@ -253,9 +251,10 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 def jacobians(pairs: Sequence[tuple[Callable, tuple[float, ...]]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """The Jacobians JAX returns for each ``(f, x)``: ``(reverse, forward)`` in float64.
 
-    Reverse: ``jax.vjp`` once, then one pull-back per output (rows). Forward: one ``jax.jvp``
-    per input (columns). All pairs are compiled as one ``jax.jit`` program (one compilation
-    instead of one per op; each pair's arithmetic is untouched by the others), under :func:`x64`.
+    Reverse: ``jax.jacrev``, the ``jax.vjp`` pull-back of each output's basis vector (rows).
+    Forward: ``jax.jacfwd``, the ``jax.jvp`` push-forward of each input's (columns). All pairs
+    are compiled as one ``jax.jit`` program (one compilation instead of one per op; each pair's
+    arithmetic is untouched by the others), under :func:`x64`.
 
     Examples:
         >>> [(rev, fwd)] = jacobians([(jnp.abs, (0.0,))])
