@@ -10,10 +10,10 @@ the torch reference. So a PyTorch row and a JAX row that differ are judged on th
 with the same rules.
 
 ``mirrors`` names the row of ``CASES`` a JAX case computes (same function, same point, same
-variables); :data:`GAPS` lists every row of ``CASES`` without a JAX counterpart, with the
-reason, so that no PyTorch row is dropped silently. A few JAX rows have no PyTorch row of the
-same function (``x.at[i].max(v)``, which always includes the destination) and carry their own
-torch reference.
+variables); :data:`JAX_GAPS` lists every row of ``CASES`` without a JAX counterpart, with the
+reason, so that no PyTorch row is dropped silently. One JAX row has no PyTorch row of the same
+function (``x.at[i].max(v)`` in (self, v): JAX's scatter max always includes the destination)
+and carries its own torch reference.
 
 float64: everything JAX computes here runs inside :func:`x64`, JAX's own context manager local
 to the thread (``jax.enable_x64(True)``; ``jax.experimental.enable_x64()`` before JAX 0.8, e.g.
@@ -190,7 +190,7 @@ JAX_CASES: tuple[JaxCase, ...] = (
             Case("scatter_reduce('amax', include_self=True)", "self = v = (0, 0, 0)", _torch_at_max,
                  (0.0,) * 4, "ties", ((True,) * 4,), variables="(self, v)")),
 )
-"""The JAX counterparts of the census's rows, and two JAX rows of their own."""
+"""The JAX counterparts of the census's rows, and one JAX row of its own (``x.at[i].max(v)``)."""
 
 _MISSING = {
     "F.rrelu(x, training=False)": "jax.nn has no rrelu",
@@ -244,7 +244,7 @@ def _both(f: Callable, v):
 
 
 # XLA's LLVM optimisation off: the program runs once, and compiling it dominates (half the time).
-# Code generation only, no fast-math: the numbers equal eager jax.jacrev/jacfwd (tested).
+# Code generation only, no fast-math: the numbers equal eager jax.vjp/jax.jvp (tested).
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
