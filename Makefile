@@ -4,6 +4,7 @@
 #                   sets capped, doctests the same two ways, build the book, pytest (unit,
 #                   property, Triton interpreter, headless Chromium on the book and the notebooks)
 #   make outputs -> re-execute every notebook in place (refresh the committed outputs on purpose)
+#   make check   -> the inner loop (under 2 minutes): ruff, then tests/mtlib without the slow tests
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -25,7 +26,7 @@ DOCTEST := $(BIN)/python -m pytest -p no:cacheprovider -q -rf --doctest-modules 
 # The book build keeps its execution reports; on failure they are printed, so the CI log says why.
 REPORTS := _build/html/reports
 
-.PHONY: install book test outputs lint sweep bench serve clean browser-deps show-reports test-colab \
+.PHONY: install book test check outputs lint sweep bench serve clean browser-deps show-reports test-colab \
 	test-torch-next
 
 install: $(STAMP)
@@ -52,7 +53,13 @@ test: $(STAMP) browser-deps _build/_config_test.yml
 	$(CAPPED) $(DOCTEST)
 	$(BIN)/jupyter-book build . -W -n --keep-going --config _build/_config_test.yml \
 		|| { $(MAKE) --no-print-directory show-reports; exit 1; }
-	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -rf tests mtlib --doctest-modules
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -rf --durations=15 tests mtlib --doctest-modules
+
+# The inner loop while editing mtlib: lint, then its tests without those marked slow (papermill,
+# Dask, the Triton interpreter, training runs; see [tool.pytest.ini_options] markers), without
+# notebooks or the browser. make test runs everything.
+check: lint
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf --durations=5 -m "not slow" tests/mtlib
 
 # Refresh the committed outputs on purpose: execute every notebook in place with the pinned
 # kernel (the .venv's python3), then prove with nbval that a fresh run reproduces them.

@@ -92,6 +92,7 @@ def test_exact_matches_dense_grid(seed, widths, pool):
     assert _grid_max(net) == pytest.approx(exact_lipschitz_1d(net), rel=1e-9)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), width=st.sampled_from([2, 4, 6]), depth=st.integers(1, 3),
        pool=st.sampled_from([0, 2]), out=st.integers(1, 2))
@@ -137,6 +138,7 @@ def test_smoothed_network_converges():
     assert errors[2] < 1e-2
 
 
+@pytest.mark.slow
 def test_ascent_increases_the_bound_and_is_certified():
     net = random_network([8, 64, 64, 1], seed=1)
     starts = torch.randn(32, 8, dtype=F64, generator=torch.Generator().manual_seed(0))

@@ -55,6 +55,7 @@ def tiny_notebook(path):
     return notebook_of(path, TINY_SOURCE)
 
 
+@pytest.mark.slow
 def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd):
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
     out = tmp_path / "out"
@@ -84,6 +85,7 @@ def test_run_sweep_collects_records_and_reports_a_failing_point(tmp_path, capfd)
     assert read_records(out / "tiny-002.ipynb") == {"square": 9.0, "label": "three", "pair": [3.0, -3.0]}
 
 
+@pytest.mark.slow
 def test_cli_runs_a_registered_sweep(tmp_path, monkeypatch, capsys):
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
     monkeypatch.setitem(registry.SWEEPS, "tiny", registry.Sweep(str(nb), {"a": [-5.0]}, "one failing point"))
@@ -379,6 +381,7 @@ def dask_cluster(tmp_path_factory):
             os.environ["JUPYTER_PATH"] = saved
 
 
+@pytest.mark.slow
 def test_notebook_sweep_on_dask_resumes_after_a_killed_worker(tmp_path, dask_cluster):
     client, _ = dask_cluster
     nb = light_notebook(tmp_path / "light.ipynb")
@@ -416,6 +419,7 @@ def test_notebook_sweep_on_dask_resumes_after_a_killed_worker(tmp_path, dask_clu
     assert sorted(p.name for p in out.iterdir()) == [*kept, "results.csv"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_kernel_start_up_race_is_retried(tmp_path, dask_cluster):
     client, spec = dask_cluster
     nb = light_notebook(tmp_path / "light.ipynb")
@@ -436,6 +440,7 @@ def test_kernel_start_up_race_is_retried(tmp_path, dask_cluster):
     assert len((spec / "launches.txt").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_function_sweep_on_dask_reports_failures_and_a_dead_worker(tmp_path, dask_cluster):
     client, _ = dask_cluster
     grid = [{"a": a, "marks": str(tmp_path), "crash": a == 5} for a in (1, -1, 5, 2, 3)]
@@ -453,6 +458,7 @@ def test_function_sweep_on_dask_reports_failures_and_a_dead_worker(tmp_path, das
     assert again["status"].tolist() == ["ok", "failed", "ok", "ok", "ok"]  # the crash happens once
 
 
+@pytest.mark.slow
 def test_function_sweep_on_the_local_pool(tmp_path):
     grid = {"a": [2, -1], "marks": [str(tmp_path)]}
     table = map_grid(marked_point, grid, jobs=1, progress=False)
@@ -463,6 +469,7 @@ def test_function_sweep_on_the_local_pool(tmp_path):
         map_grid(marked_point, grid, jobs=1.0)
 
 
+@pytest.mark.slow
 def test_cli_runs_both_forms_on_a_dask_scheduler(tmp_path, dask_cluster, monkeypatch, capsys):
     client, _ = dask_cluster
     nb = light_notebook(tmp_path / "light.ipynb")
@@ -486,6 +493,7 @@ def test_cli_runs_both_forms_on_a_dask_scheduler(tmp_path, dask_cluster, monkeyp
 TRAINING_POINT = {"seeds": [0], "calibration_seeds": [1], "epochs": 1}
 
 
+@pytest.mark.slow
 def test_training_sweep_function_form_records_what_the_notebook_records(tmp_path, dask_cluster):
     """The notebook on one worker, its function form on the other, at the same time."""
     client, _ = dask_cluster

@@ -101,6 +101,7 @@ def test_disagreement_is_half_the_bias_gradient_on_a_genuine_tie():
     assert table.l1_difference[0] == pytest.approx(g, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_protocol_on_digits_fp64_never_differs_and_bf16_does(data):
     """What holds on any CPU: float64 has no rounding tie by construction (it is its own
     reference) and only summation-order noise; float32 rounds 2^13 times more finely than
@@ -168,6 +169,7 @@ def test_tie_kinds_and_zones_are_exact():
         tie_kind_examples(["int32"])
 
 
+@pytest.mark.slow
 def test_train_is_deterministic_and_shapes(data):
     factory = partial(digits_cnn, 4)
     runs = [train(factory, data, ties=rule, dtype="float64", epochs=2, batch_size=50)
