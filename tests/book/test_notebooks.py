@@ -113,3 +113,19 @@ def test_gpu_chapters_ask_colab_for_a_gpu_and_every_header_says_what_a_gpu_chang
         assert nb["metadata"]["accelerator"] == "GPU" and nb["metadata"]["colab"]["gpuType"] == "T4"
     else:
         assert "accelerator" not in nb["metadata"]
+
+
+WITHOUT_CLOSING = {"intro", "results"}  # the front page and the claims table
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_closes_with_what_it_means_for_training(path):
+    """One spelling of the closing section (CONTRIBUTING's 'Adding a chapter', step 6)."""
+    nb = load(path)
+    headings = [line for cell in nb["cells"] if cell["cell_type"] == "markdown"
+                for line in "".join(cell["source"]).splitlines() if line.startswith("## ")]
+    closing = [h for h in headings if re.match(r"## What \w+ means for training", h)]
+    if path.stem in WITHOUT_CLOSING:
+        assert closing == []
+    else:
+        assert closing == ["## What it means for training"], closing
