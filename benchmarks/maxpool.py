@@ -135,7 +135,7 @@ def make_input(shape, dtype, kind: str, device: str, gen: torch.Generator) -> to
 
 
 def machine(args) -> dict:
-    """What the rows were measured on (issue 10: ratios depend on the CPU and its settings)."""
+    """What the rows were measured on: the ratios depend on the CPU and its settings."""
     on_cuda = args.device == "cuda"
     return dict(
         device=args.device,

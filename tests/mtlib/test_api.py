@@ -152,5 +152,14 @@ def test_no_import_circle():
 
     for node in sorted(graph):
         if node not in state:
+
+
+def test_the_version_has_one_source():
+    """pyproject.toml reads the version from mtlib/__init__.py; the installed metadata agrees."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert not re.search(r"^version\s*=", pyproject.partition("[project.")[0], re.M)  # none in [project]
+    assert re.search(r'^dynamic = \["version"\]', pyproject, re.M)
+    assert re.search(r'^version = \{ attr = "mtlib.__version__" \}', pyproject, re.M)
+    assert importlib.metadata.version("mtlib") == mtlib.__version__
             visit(node, [node])
     assert not circles, circles

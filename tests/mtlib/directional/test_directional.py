@@ -390,7 +390,7 @@ def test_one_sided_differences_at_a_kink():
 
 
 def test_an_equality_test_follows_the_perturbed_point_so_an_undefined_branch_gives_nan():
-    """The documented limit of `jvp` (issue 19, N15): `x == 0` is decided at x + h d, h -> 0+."""
+    """The documented limit of `jvp`, a branch on `==`: `x == 0` is decided at x + h d, h -> 0+."""
     sin_over_x = lambda x: torch.where(x == 0, torch.ones_like(x), torch.sin(x) / x)   # noqa: E731
     zero, one = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
     assert sin_over_x(zero).item() == 1.0                        # the plain value takes the `1` branch
