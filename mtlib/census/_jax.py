@@ -36,6 +36,8 @@ import pandas as pd
 import torch
 from jax import lax
 
+from mtlib.census._format import format_jacobian
+from mtlib.census._history import history
 from mtlib.census.cases import CASES, Case
 
 __all__ = ["JAX_CASES", "JAX_GAPS", "JaxCase", "jacobians", "jax_boustany_f", "jax_derivative_table",
@@ -284,8 +286,6 @@ def side_by_side(torch_records: list, jax_records: list) -> pd.DataFrame:
     reverse-mode Jacobians and rules, JAX's verdicts, ``same`` (the two reverse Jacobians agree
     to 1e-6; ``None`` for a gap) and, for a gap, the reason.
     """
-    from mtlib.census import format_jacobian  # the census's own formatting (no import cycle at load)
-
     by_torch = {(r.op, r.kink): r for r in torch_records}
     by_jax = {(r.op, r.kink): r for r in jax_records}
     lines = []
@@ -314,8 +314,6 @@ def releases_side_by_side(jax_records: list) -> pd.DataFrame:
     reverse`` and one column per shipped torch release with PyTorch's answer there (formatted
     by ``format_jacobian``); ``differs on`` lists the releases whose answer is not JAX's.
     """
-    from mtlib.census import format_jacobian, history
-
     shipped = history().set_index(["op", "kink"])
     by_jax = {(r.op, r.kink): r for r in jax_records}
     lines = []
