@@ -54,6 +54,19 @@ def test_every_census_row_has_a_counterpart_or_a_reason():
     assert len({(c.op, c.judged.kink) for c in JAX_CASES}) == len(JAX_CASES)  # (op, kink) names a row
 
 
+def test_each_jax_function_has_its_torch_reference_values():
+    """The judge reads the torch reference: it must compute the JAX function, at the kink and around it."""
+    rng = np.random.default_rng(0)
+    points = [[np.asarray(c.judged.x)] + [np.asarray(c.judged.x) + 0.3 * rng.standard_normal(len(c.judged.x))
+                                          for _ in range(3)] for c in JAX_CASES]
+    with x64():
+        values = jax.jit(lambda ps: [[jnp.ravel(c.f(q)) for q in qs] for c, qs in zip(JAX_CASES, ps)])(points)
+    for case, qs, got in zip(JAX_CASES, points, values):
+        for q, v in zip(qs, got):
+            want = case.judged.f(torch.tensor(q, dtype=torch.float64)).reshape(-1).numpy()
+            np.testing.assert_allclose(np.asarray(v), want, rtol=1e-12, atol=1e-12, err_msg=case.op)
+
+
 def test_same_fields_and_views(jax_records):
     assert len(jax_records) == len(JAX_CASES)
     frame = to_frame(jax_records)
