@@ -7,7 +7,9 @@ at one point); what can be checked is a *rule on a set*. The census checks the c
 on the installed torch: :func:`run` evaluates every op of ``mtlib.census.cases.CASES`` at one
 of its nonsmooth points (full and partial ties), in the variables the case names, in reverse
 mode (backward) and forward mode (``torch.func.jvp``), names the rule it follows and judges it
-on the stratum through the point where that rule is constant.
+on the stratum through the point where that rule is constant. ``run(framework="jax")`` asks the
+same of JAX: the JAX counterpart of each row, judged by the same judge against the same torch
+function (:mod:`mtlib.census._jax`, the only module that imports jax).
 
 Chapter: relu, census, jax.
 """
