@@ -6,7 +6,7 @@ Both functions are identically zero, yet PyTorch's autograd returns a non-zero d
 different representations of the same ``max``.
 
 Chapter: intro, notation, theorem, tangent, boustany, maxpool, census, jax, directional,
-lexicographic, related, results.
+lexicographic, related, results, training_valid.
 """
 
 from __future__ import annotations

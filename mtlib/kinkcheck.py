@@ -23,7 +23,7 @@ References:
     subgradients of a small ReLU network is NP-hard): why "undetermined" cannot be avoided
     in general.
 
-Chapter: census, directional.
+Chapter: census, directional, training_valid.
 """
 
 from __future__ import annotations

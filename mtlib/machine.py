@@ -6,7 +6,7 @@ of that kind is reported with :func:`machine_info` beside it: by the training ch
 record of the training sweep, and in the tables of ``benchmarks/``. Its own module, not a part of
 :mod:`mtlib.training`, as the benchmarks need it too.
 
-Chapter: training.
+Chapter: training, training_valid.
 """
 
 from __future__ import annotations

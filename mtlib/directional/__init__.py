@@ -26,7 +26,7 @@ metadata), :mod:`mtlib.directional._kinks` (the kinks) and
 :mod:`mtlib.directional._lexicographic` (LD-derivatives), :mod:`mtlib.directional._perturbed`
 (the perturbed-branch gradient).
 
-Chapter: boustany, directional, lexicographic, related.
+Chapter: boustany, directional, lexicographic, related, training_valid.
 """
 
 from __future__ import annotations

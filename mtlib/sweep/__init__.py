@@ -24,7 +24,8 @@ Command line (``make sweep NAME=boustany [DASK=tcp://host:8786]``)::
 runs the sweep ``NAME`` registered in :mod:`mtlib.sweep.registry`. The book's tables ship with
 the package (``mtlib/sweep/results/NAME.csv``) and :func:`load_results` reads them.
 
-Chapter: boustany, stampacchia, training, sweeps. The first three call ``record``; sweeps uses the rest.
+Chapter: boustany, stampacchia, training, training_valid, sweeps. The first four call ``record``;
+sweeps uses the rest.
 """
 
 from mtlib.sweep._engine import RESULTS_CSV, expand_grid, map_grid, run_sweep

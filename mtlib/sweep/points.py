@@ -1,6 +1,7 @@
 """Sweep points as plain functions: what a chapter records, computed without a notebook kernel.
 
-:func:`training_point` is the function form of the ``training`` sweep: the values that
+:func:`training_point` is the function form of the ``training`` sweep (and
+:func:`training_valid_point` that of ``training_valid``): the values that
 ``book/training.ipynb`` passes to :func:`mtlib.sweep.record`, computed by the same two functions
 the notebook calls (:func:`mtlib.training.protocol_study`, :func:`mtlib.training.study_record`)
 in the same state, so that
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
 from mtlib.machine import machine_info
-from mtlib.training import digits_data, protocol_study, study_record
+from mtlib.training import digits_cnn, digits_data, protocol_study, study_record, valid_record, valid_study
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -58,6 +60,32 @@ def training_point(*, n_samples: int = 1797, image_size: int = 8, width: int = 8
                                dtypes=dtypes, device=device)
         machine = machine_info()
     return {**study_record(study, batch_size=batch_size, width=width, image_size=image_size, batches=batches),
+            **machine}
+
+
+def training_valid_point(*, n_samples: int = 600, width: int = 8, batch_size: int = 32, batches: int = 10,
+                         seeds: Sequence[int] = (0,), dtypes: Sequence[str] = DTYPES, epochs: int = 3,
+                         lr: float = 0.05, device: str | None = None) -> dict:
+    """PyTorch's gradient against the perturbed-branch gradient at one point: the training_valid
+    chapter's recorded summary.
+
+    The parameters and their defaults are those of the chapter's ``parameters`` cell. For each
+    format of ``dtypes``: the fixed-weight protocol over ``batches`` minibatches at the initial
+    weights of ``seeds[0]`` (``active``, ``differs``, ``median_delta``, ``median_l1``) and SGD with
+    each gradient for every seed (``accuracy_pytorch``, ``accuracy_perturbed``, their standard
+    deviations ``accuracy_sd_pytorch``, ``accuracy_sd_perturbed``, ``accuracy_gap``, ``loss_gap``),
+    as :func:`mtlib.training.valid_study` defines them. Keys ``<measure>_<dtype>``,
+    rounded to 4 significant digits, after ``batch_size``, ``width``, ``batches``, ``epochs``;
+    then :func:`mtlib.machine.machine_info`. Same global state as :func:`training_point`.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with _chapter_state(device):
+        data = digits_data(n_samples, seed=seeds[0])
+        study = valid_study(partial(digits_cnn, width), data, dtypes=dtypes,
+                            seeds=seeds, batches=batches, batch_size=batch_size, epochs=epochs, lr=lr,
+                            device=device)
+        machine = machine_info()
+    return {**valid_record(study, batch_size=batch_size, width=width, batches=batches, epochs=epochs),
             **machine}
 
 

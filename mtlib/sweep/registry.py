@@ -13,7 +13,7 @@ and ``results.csv`` in ``--out``, default ``_build/sweeps/NAME``; a rerun resume
 ``--csv FILE`` writes a copy of the table elsewhere; ``make sweep`` writes the book's copy into
 the package, ``mtlib/sweep/results/NAME.csv`` (read by :func:`mtlib.sweep.load_results`).
 
-Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training).
+Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training, training_valid).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mtlib.sweep import RESULTS_CSV, map_grid, run_sweep
 from mtlib.sweep._store import write_csv_atomic
-from mtlib.sweep.points import training_point
+from mtlib.sweep.points import training_point, training_valid_point
 
 _REPO = Path(__file__).resolve().parents[2]  # the checkout: mtlib/sweep/registry.py
 
@@ -75,6 +75,13 @@ SWEEPS = {
         [{"batch_size": size, "lr": 0.05 * size / 32, "seeds": [0]} for size in _TRAINING_BATCH_SIZES],
         "Boustany's gradient-disagreement protocol (Sec 5) over batch sizes, four precisions",
         training_point,
+    ),
+    "training_valid": Sweep(
+        "book/training_valid.ipynb",
+        [{"n_samples": 1797, "epochs": 6, "seeds": [0, 1, 2], "batches": 40, "batch_size": size,
+          "lr": 0.05 * size / 32} for size in _TRAINING_BATCH_SIZES],
+        "PyTorch's gradient against the perturbed-branch gradient: protocol and training, four precisions",
+        training_valid_point,
     ),
 }
 

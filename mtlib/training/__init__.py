@@ -1,7 +1,7 @@
 """Ties in training: how often maxpool windows tie, and whether the tie rule changes training.
 
-Chapter: training (``book/training.ipynb``); its recorded summary feeds the ``training`` sweep
-of the sweeps chapter.
+Chapter: training, training_valid (``book/training.ipynb``, ``book/training_valid.ipynb``); their
+recorded summaries feed the ``training`` and ``training_valid`` sweeps of the sweeps chapter.
 
 Sec 5 of Despres (2024) asks how associated gradients with respect to the *parameters* behave
 in training and points to the experiments of Boustany (2024). This package repeats his

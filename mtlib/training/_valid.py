@@ -168,9 +168,10 @@ class ValidStudy:
             ``gap = |loss_pytorch - loss_perturbed|``.
         summary: one row per format: ``active``, ``differs``, ``median_delta`` (median of B1),
             ``median_l1`` (median of B2) from the protocol; ``accuracy_pytorch``,
-            ``accuracy_perturbed`` (means over seeds), ``accuracy_gap`` (mean over seeds of the
-            absolute difference), ``loss_gap`` (median over seeds of the largest gap between the
-            two loss curves).
+            ``accuracy_perturbed`` (means over seeds), ``accuracy_sd_pytorch``,
+            ``accuracy_sd_perturbed`` (standard deviations over seeds), ``accuracy_gap`` (mean
+            over seeds of the absolute difference of the paired accuracies), ``loss_gap`` (median
+            over seeds of the largest gap between the two loss curves).
     """
 
     protocol: pd.DataFrame
@@ -206,9 +207,11 @@ def valid_study(model_factory: Callable[..., nn.Module], data: Digits, *, dtypes
     summary = protocol.groupby("dtype", sort=False).agg(
         active=("active", "mean"), differs=("differs", "mean"), median_delta=("difference", "median"),
         median_l1=("l1_difference", "median"))
-    accuracy = runs.groupby(["dtype", "gradient"]).accuracy.mean().unstack()
-    summary["accuracy_pytorch"] = accuracy["pytorch"]
-    summary["accuracy_perturbed"] = accuracy["perturbed"]
+    accuracy = runs.groupby(["dtype", "gradient"]).accuracy.agg(["mean", "std"]).unstack()
+    for gradient in GRADIENTS:
+        summary[f"accuracy_{gradient}"] = accuracy["mean", gradient]
+    for gradient in GRADIENTS:  # the spread over seeds (NaN with one seed), as in the training chapter
+        summary[f"accuracy_sd_{gradient}"] = accuracy["std", gradient]
     summary["accuracy_gap"] = (by_seed["pytorch"] - by_seed["perturbed"]).abs().groupby("dtype").mean()
     summary["loss_gap"] = steps.groupby(["dtype", "seed"]).gap.max().groupby("dtype").median()
     return ValidStudy(protocol, runs, steps, summary)

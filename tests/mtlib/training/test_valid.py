@@ -63,12 +63,13 @@ def test_study_summary_and_record(data):
     assert list(study.summary.index) == ["float32", "float64"]
     assert study.summary.columns.tolist() == [
         "active", "differs", "median_delta", "median_l1",
-        "accuracy_pytorch", "accuracy_perturbed", "accuracy_gap", "loss_gap"]
+        "accuracy_pytorch", "accuracy_perturbed", "accuracy_sd_pytorch", "accuracy_sd_perturbed",
+        "accuracy_gap", "loss_gap"]
     assert len(study.runs) == 2 * len(GRADIENTS) and len(study.steps) == 2 * 4
     assert study.summary.loss_gap["float64"] < 1e-12
     record = valid_record(study, batch_size=16)
     assert list(record)[:3] == ["batch_size", "active_float32", "differs_float32"]
-    assert record["differs_float64"] == 0.0 and len(record) == 1 + 2 * 8
+    assert record["differs_float64"] == 0.0 and len(record) == 1 + 2 * 10
 
 
 def test_bad_arguments(data):
