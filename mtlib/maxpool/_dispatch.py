@@ -22,7 +22,7 @@ from mtlib.maxpool._args import (
     output_sizes,
     triton_missing,
 )
-from mtlib.maxpool._geometry import flat_indices, may_have_empty_window, pool_axes, pool_output_size
+from mtlib.maxpool._geometry import may_have_empty_window, pool_output_size
 from mtlib.maxpool._op import pool_ties
 from mtlib.maxpool._torch import tie_counts
 
@@ -81,6 +81,5 @@ def pool(fn: str, n: int, x, args: PoolArgs, return_indices: bool, counts_only=F
     if counts_only:
         return tie_counts(aux).to(torch.int32).reshape(shape)
     if return_indices:
-        axes = pool_axes(tuple(x5.shape[2:]), *geometry)
-        return out.reshape(shape), flat_indices(aux, axes).reshape(shape)
+        return out.reshape(shape), aux.reshape(shape)
     return out.reshape(shape)

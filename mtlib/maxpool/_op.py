@@ -6,11 +6,11 @@ take the window geometry as ``kernel, stride, padding, dilation`` (three ints ea
 empty otherwise). Each has a fake (meta) implementation, so ``torch.compile(fullgraph=True)``
 traces through them, an autograd formula, and a batching rule (``torch.func.vmap``/``jacrev``):
 
-* ``mtlib::max_pool_ties(x, ...) -> (out, aux)``: window max and an ``int32`` companion:
-  the selected row-major tap (``"first"``/``"last"``; -1 for a window lying entirely in the
-  padding), or for ``"uniform"`` that tap when the tie set has one entry and ``-|T_w|`` when
-  it has more (-1: an empty window; :func:`mtlib.maxpool._torch.tie_counts` decodes it);
-  its backward is
+* ``mtlib::max_pool_ties(x, ...) -> (out, aux)``: window max and an ``int64`` companion, an
+  index over the spatial axes as PyTorch's ``return_indices``: the selected entry
+  (``"first"``/``"last"``; -1 for a window lying entirely in the padding), or for
+  ``"uniform"`` that entry when the tie set has one element and ``-|T_w|`` when it has more
+  (-1: an empty window; :func:`mtlib.maxpool._torch.tie_counts` decodes it); its backward is
 * ``mtlib::max_pool_ties_backward(grad, x, out, aux, ...) -> grad_x``, a linear map of ``grad``
   whose transpose (and the forward's JVP) is
 * ``mtlib::max_pool_ties_tangent(v, x, out, aux, ...) -> out``; the two give each other's
@@ -45,15 +45,24 @@ def _run(fn, tensors, axes, ties):
     """``fn(*tensors, axes, ties)`` on contiguous tensors. A pool whose depth window is a
     single entry (1-d and 2-d pools, 3-d ones of kernel ``(1, kH, kW)``, adaptive ones that
     keep the depth) runs as a 2-d pool over the ``C * D`` planes, on 4-d views, where
-    PyTorch's 2-d kernels are faster than its 3-d ones."""
+    PyTorch's 2-d kernels are faster than its 3-d ones; ``aux`` (an index, when >= 0) then
+    counts within a plane, and is moved to and from the depth's index here."""
     tensors = [t.contiguous() for t in tensors]
     d = axes[0]
     trivial = d.out == d.size and d.kernel == 1 and (d.adaptive or (d.stride, d.padding) == (1, 0))
     if not trivial:
         return fn(*tensors, axes, ties)
+    plane = axes[1].size * axes[2].size
+    depth = torch.arange(d.size, device=tensors[0].device).view(-1, 1, 1) * plane
+    if len(tensors) == 4 and d.size > 1:  # (v or grad, x, out, aux): aux within the plane
+        aux = tensors[3]
+        tensors[3] = torch.where(aux >= 0, aux - depth, aux)
     out = fn(*(t.flatten(1, 2) for t in tensors), axes[1:], ties)
     unflat = lambda t: t.unflatten(1, tensors[0].shape[1:3])  # noqa: E731
-    return tuple(map(unflat, out)) if isinstance(out, tuple) else unflat(out)
+    if not isinstance(out, tuple):
+        return unflat(out)
+    out, aux = map(unflat, out)
+    return out, (torch.where(aux >= 0, aux + depth, aux) if d.size > 1 else aux)
 
 
 def torch_forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
@@ -69,7 +78,7 @@ max_pool_ties = torch.library.custom_op("mtlib::max_pool_ties", torch_forward, m
 
 def fake_forward(x, kernel, stride, padding, dilation, ceil_mode, output_size, ties):
     shape = output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode, output_size)
-    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 
 def fake_backward(grad, x, out, aux, *params):

@@ -1,18 +1,19 @@
 """Triton backend of the tie-aware max pool (CUDA; CPU under ``TRITON_INTERPRET=1``).
 
 Same contract as the PyTorch path (:mod:`mtlib.maxpool._torch`): the forward returns the window
-max and the ``int32`` companion of :mod:`mtlib.maxpool._op` per output (selected tap, or for
-``"uniform"`` the tap of a single max and minus the count of a tie), the backward the input
+max and the ``int64`` companion of :mod:`mtlib.maxpool._op` per output (the selected entry's
+spatial index, or for ``"uniform"`` that of a single max and minus the count of a tie), the
+backward the input
 gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive windows
 (:class:`mtlib.maxpool._geometry.PoolAxis`). Two kernels:
 
 * forward: one lane per output scans its window's taps in row-major order with PyTorch's
   update ``v > max or isnan(v)``, so the max is PyTorch's value bit for bit, and keeps the
-  selected tap (``"first"``: first max, last NaN; ``"last"``: last max, first NaN) and for
+  selected entry (``"first"``: first max, last NaN; ``"last"``: last max, first NaN) and for
   ``"uniform"`` the tie count too;
 * backward: one lane per *input* position gathers, over the windows that contain it in
   increasing row-major order, ``g / count`` where it equals the window's saved max
-  (``"uniform"``, eq 20 per window) or ``g`` where it is the selected tap. There are no atomics,
+  (``"uniform"``, eq 20 per window) or ``g`` where it is the selected entry. No atomics,
   so the result is deterministic; sums run in float32 (float64 for float64), as in PyTorch's
   CUDA kernel, and are rounded once.
 
@@ -85,7 +86,7 @@ def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, D, H, W, OD, OH, OW, SD, SH,
     m = tl.full([BLOCK], float("-inf"), ACC)
     seen = offs < 0
     cnt = tl.zeros([BLOCK], tl.int32)
-    sel = tl.full([BLOCK], -1, tl.int32)
+    sel = tl.full([BLOCK], -1, tl.int64)
     for a in range(KD):
         id_, ok_d = _tap(od, a, D, OD, SD, PD, DD, ADAPTIVE)
         for i in range(KH):
@@ -98,7 +99,7 @@ def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, D, H, W, OD, OH, OW, SD, SH,
                 m_nan = m != m
                 new = ok & ((seen == 0) | (v > m) | (v_nan & (m_nan == 0)))
                 tie = ok & (new == 0) & ((v == m) | (v_nan & m_nan))
-                tap = (a * KH + i) * KW + j
+                tap = (id_ * H + ih) * W + iw  # the entry's spatial index
                 if RULE == 1:
                     sel = tl.where(new | (tie & (v_nan == 0)), tap, sel)
                 else:
@@ -108,8 +109,8 @@ def _forward_kernel(x_ptr, out_ptr, aux_ptr, total, D, H, W, OD, OH, OW, SD, SH,
                 m = tl.where(new, v, m)
                 seen = seen | ok
     tl.store(out_ptr + offs, m.to(out_ptr.dtype.element_ty), mask=live)
-    if RULE == 2:  # the tap of a single max, minus the count of a tie (see _op)
-        tl.store(aux_ptr + offs, tl.where(cnt >= 2, -cnt, sel), mask=live)
+    if RULE == 2:  # the entry of a single max, minus the count of a tie (see _op)
+        tl.store(aux_ptr + offs, tl.where(cnt >= 2, -cnt.to(tl.int64), sel), mask=live)
     else:
         tl.store(aux_ptr + offs, sel, mask=live)
 
@@ -129,11 +130,11 @@ def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, D, H, W, OD, O
     xv = tl.load(x_ptr + offs, mask=live, other=0.0).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
     for rd in range(RD):
-        od, id_, ok_d = _reader(pd, rd, D, OD, SD, PD, DD, KD, ADAPTIVE)
+        od, _, ok_d = _reader(pd, rd, D, OD, SD, PD, DD, KD, ADAPTIVE)
         for rh in range(RH):
-            oh, ih, ok_h = _reader(ph, rh, H, OH, SH, PH, DH, KH, ADAPTIVE)
+            oh, _, ok_h = _reader(ph, rh, H, OH, SH, PH, DH, KH, ADAPTIVE)
             for rw in range(RW):
-                ow, iw, ok_w = _reader(pw, rw, W, OW, SW, PW, DW, KW, ADAPTIVE)
+                ow, _, ok_w = _reader(pw, rw, W, OW, SW, PW, DW, KW, ADAPTIVE)
                 ok = live & ok_d & ok_h & ok_w
                 o = base + (od * OH + oh) * OW + ow
                 g = tl.load(g_ptr + o, mask=ok, other=0.0).to(ACC)
@@ -148,7 +149,7 @@ def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, D, H, W, OD, O
                         share = tl.math.div_rn(g, count)
                     acc += tl.where(hit, share, 0.0)
                 else:
-                    acc += tl.where(ok & (a == (id_ * KH + ih) * KW + iw), g, 0.0)
+                    acc += tl.where(ok & (a == (pd * H + ph) * W + pw), g, 0.0)
     tl.store(gx_ptr + offs, acc.to(gx_ptr.dtype.element_ty), mask=live)
 
 
@@ -168,10 +169,10 @@ def _grid(total):
 def _forward(x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
              dilation: list[int], ceil_mode: bool, output_size: list[int],
              ties: str) -> tuple[Tensor, Tensor]:
-    """Window max and ``int32`` tie count / selected tap of ``x`` (N, C, D, H, W)."""
+    """Window max and ``int64`` companion (see :mod:`mtlib.maxpool._op`) of ``x`` (N, C, D, H, W)."""
     shape = output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode, output_size)
     out = x.new_empty(shape)
-    aux = x.new_empty(shape, dtype=torch.int32)
+    aux = x.new_empty(shape, dtype=torch.int64)
     total = math.prod(shape)
     if total:
         axes = _op.axes_of(x, kernel, stride, padding, dilation, ceil_mode, output_size)
