@@ -64,7 +64,7 @@ import torch
 from mtlib._autodiff import one_sided_difference
 from mtlib.census.cases import Case
 from mtlib.directional import jvp
-from mtlib.kinkcheck import convex_weights
+from mtlib.kinkcheck._hull import convex_weights
 from mtlib.ties import TIE_RULES, max_weights
 
 __all__ = ["ATOL", "MAX_ORDERINGS", "judge"]

@@ -2,6 +2,7 @@
 
 import importlib
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,13 +13,14 @@ from mtlib.examples import boustany_f, maxpool_f
 from mtlib.kinkcheck import (
     ASSOCIATED,
     CLARKE,
+    CLARKE_NUMERICAL,
     NOT_DERIVATIVE,
     UNDETERMINED,
     VERDICTS,
     KinkReport,
     kinkcheck,
-    one_sided,
 )
+from mtlib.kinkcheck._hull import convex_weights, separating_direction
 from mtlib.ties import TIE_RULES
 
 F64 = torch.float64
@@ -50,14 +52,9 @@ def _vec(*values):
 
 
 def test_verdict_vocabulary():
-    assert VERDICTS == ("Clarke-valid", "associated-valid on a stratum", "not the derivative", "undetermined")
-
-
-def test_one_sided_exact_for_piecewise_affine():
-    zero = torch.tensor(0.0, dtype=F64)
-    assert one_sided(torch.relu, zero, torch.tensor(1.0)) == (0.0, 1.0)
-    assert one_sided(torch.abs, zero, torch.tensor(1.0)) == (-1.0, 1.0)
-    assert one_sided(torch.amax, _zeros(2), torch.tensor([1.0, 1.0])) == (1.0, 1.0)
+    assert VERDICTS == ("Clarke-valid", "Clarke-valid (numerical)", "associated-valid on a stratum",
+                        "not the derivative", "undetermined")
+    assert not hasattr(kinkcheck_module, "one_sided")  # the old name is gone
 
 
 def test_relu_and_abs_at_zero_are_clarke_valid_with_complete_pieces():
@@ -165,14 +162,15 @@ def test_a_smooth_point_in_two_variables_is_undetermined_not_rejected():
 
 def test_median_triple_tie_falls_back_to_differences():
     report = kinkcheck(torch.median, _zeros(3))
-    assert report.verdict == CLARKE and not report.exact
+    assert report.verdict == CLARKE_NUMERICAL and not report.exact and not report
     assert sorted(report.pieces["gradient"]) == ["(0, 0, 1)", "(0, 1, 0)", "(1, 0, 0)"]
 
 
 def test_forward_mode():
     prelu = kinkcheck(lambda t: torch.nn.functional.prelu(t, torch.tensor([0.25], dtype=F64)), _zeros(1),
                       mode="forward")
-    assert prelu.verdict == CLARKE and prelu.gradient.tolist() == [1.0]  # forward AD: the right piece
+    # forward AD: the right piece; prelu has no exact rule, so the slopes are finite differences
+    assert prelu.verdict == CLARKE_NUMERICAL and prelu.gradient.tolist() == [1.0]
     report = kinkcheck(torch.amax, _zeros(2, 2), mode="forward")
     assert report.verdict == CLARKE and report.gradient.tolist() == [[0.25, 0.25], [0.25, 0.25]]
 
@@ -181,7 +179,7 @@ def test_without_lexicographic_gradient_the_perturbed_points_give_the_same_piece
     monkeypatch.setattr(kinkcheck_module, "_lexicographic_gradient", None)
     f = lambda y: torch.relu(y[0]) - torch.relu(y[0] - y[1])  # noqa: E731
     report = kinkcheck(f, _zeros(2), gradient=_vec(1.0, 0.0))
-    assert report.verdict == CLARKE and report.exact
+    assert report.verdict == CLARKE_NUMERICAL and not report.exact  # adjacency assumed, not proven
     assert sorted(report.pieces["gradient"]) == ["(-1, 1)", "(0, 0)", "(0, 1)", "(1, 0)"]
 
 
@@ -263,10 +261,75 @@ def test_never_rejects_the_gradient_of_an_adjacent_piece(rows, signs, u):
 
 
 def test_a_thin_piece_needs_more_directions():
-    """{y : A y < 0} is a thin cone: 128 directions miss its gradient 0, 512 find it."""
+    """{y : A y < 0} is a thin cone: 128 directions miss its gradient 0, 512 find it. f is
+    concave, so the directions from the LP's dual find a seventh piece but not that one."""
     A = torch.tensor([[0, 1, 1], [1, 0, -1], [-1, -1, 1]], dtype=F64)
     f = lambda y: -torch.relu(A @ y).sum()  # noqa: E731
-    few = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=128)
-    assert few.verdict == UNDETERMINED and len(few.pieces) == 6
+    few = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=128, columns=0)
+    assert few.verdict == UNDETERMINED and len(few.pieces) == 6 and few.queries == 6 + 128
+    generated = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=128)
+    assert generated.verdict == UNDETERMINED and len(generated.pieces) == 7
+    assert generated.reason.endswith("the directions from the LP's dual found no new piece")
     many = kinkcheck(f, _zeros(3), gradient=_zeros(3), samples=512)
     assert many.verdict == CLARKE and len(many.pieces) == 8
+
+
+def test_planted_n6_a_kink_within_the_step_is_never_certified():
+    """hardswish(t + 3 + 2^-22): kink at -2^-22, f'(0) = 1; the left quotient with step 2^-20
+    straddles the kink (1.375, the slope of no piece). Two steps expose it."""
+    f = lambda t: torch.nn.functional.hardswish(t + 3 + 2.0**-22).sum()  # noqa: E731
+    wrong = kinkcheck(f, _zeros(1), gradient=_vec(1.2))
+    assert wrong.verdict == UNDETERMINED and not wrong and not wrong.exact
+    assert "1 direction(s) gave no piece gradient" in wrong.reason
+    right = kinkcheck(f, _zeros(1), gradient=_vec(1.0))
+    assert right.verdict == CLARKE_NUMERICAL and not right  # never "Clarke-valid" from differences
+    assert right.pieces["gradient"].tolist() == ["1"]
+    # at a genuine kink of an op without a rule: numerical, and a wrong value is not "rejected"
+    hard = kinkcheck(torch.nn.functional.hardswish, _vec(3.0), gradient=_vec(1.25))  # in [1, 1.5]
+    assert hard.verdict == CLARKE_NUMERICAL and hard.complete
+    low = kinkcheck(torch.nn.functional.hardswish, _vec(3.0), gradient=_vec(0.5))
+    assert low.verdict == ASSOCIATED
+    assert low.reason.endswith("Clarke membership undetermined (finite differences or perturbed points: "
+                               "not a proof)")
+    outside = kinkcheck(lambda t: torch.nn.functional.hardswish(t).sum(), _vec(4.0), gradient=_vec(0.5))
+    assert outside.verdict == UNDETERMINED and "not a proof" in outside.reason
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_planted_n12_nan_is_not_the_derivative_and_never_crashes(n):
+    sqrt_square = lambda y: torch.sqrt((y**2).sum())  # noqa: E731  |y|, autograd gives NaN at 0
+    report = kinkcheck(sqrt_square, _zeros(n))
+    assert report.verdict == NOT_DERIVATIVE and report.rejected
+    assert report.reason.startswith("g = nan" if n == 1 else "g = (nan")
+    if n > 1:  # every lexicographic gradient is NaN too: dropped, with a note
+        assert len(report.pieces) == 0 and "gave no piece gradient" in report.reason
+    # a finite candidate at the same point: in one variable the slopes come from differences
+    # (jvp gives NaN), so 0 in [-1, 1] is numerical; in several all pieces are NaN: undetermined
+    finite = kinkcheck(sqrt_square, _zeros(n), gradient=_zeros(n))
+    assert finite.verdict == (CLARKE_NUMERICAL if n == 1 else UNDETERMINED) and not finite
+
+
+@pytest.mark.parametrize(("n", "k"), [(6, 2), (8, 2), (12, 3), (16, 5)])
+def test_planted_n13_column_generation_certifies_overlapping_pools(n, k):
+    """PyTorch's gradient of sum(max_pool1d(x, k, stride=1)) at 0 is a vertex of Clarke's set,
+    entered only by directions decreasing in every window; random directions miss it."""
+    f = lambda y: torch.nn.functional.max_pool1d(y.reshape(1, 1, -1), k, stride=1).sum()  # noqa: E731
+    report = kinkcheck(f, _zeros(n))
+    assert report.gradient.tolist() == [1.0] * (n - 1) + [0.0] if k == 2 else True
+    assert report.verdict == CLARKE and report.exact and report.queries > 2 * n + 64
+    assert kinkcheck(f, _zeros(n), columns=0).verdict == UNDETERMINED  # without the columns
+    # a wrong gradient (weights adding up to 2 in one window) is never certified
+    wrong = report.gradient.clone()
+    wrong[0] += 1.0
+    assert kinkcheck(f, _zeros(n), gradient=wrong).verdict == UNDETERMINED
+
+
+def test_separating_direction_is_the_lp_dual():
+    points = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    for g in ([0.2, 0.3, 0.5], [1.0, 1.0, 0.0], [2.0, -1.0, 0.0]):
+        g = np.array(g)
+        d, margin = separating_direction(points, g)
+        inside = convex_weights(points, g, 1e-9) is not None
+        assert (margin <= 1e-9) == inside
+        if not inside:  # d separates: g . d exceeds every point's by the margin
+            assert g @ d - (points @ d).max() == pytest.approx(margin) and np.abs(d).sum() <= 1 + 1e-9

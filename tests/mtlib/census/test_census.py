@@ -20,7 +20,7 @@ from mtlib.census import (
     to_frame,
     torch_release,
 )
-from mtlib.kinkcheck import kinkcheck
+from mtlib.kinkcheck import VERDICTS, kinkcheck
 from mtlib.ties import TIE_RULES
 
 F64 = torch.float64
@@ -153,8 +153,12 @@ def test_elementwise_verdicts_match_kinkcheck(records):
         if case.kind == "elementwise":
             report = kinkcheck(lambda t, f=case.f: f(t).reshape(()), torch.tensor(case.x, dtype=F64))
             rec = records[case.op, case.kink]
-            assert (report.verdict == "Clarke-valid") == rec.clarke, case.op
-            assert report.rejected == (not rec.valid), case.op  # only the scatter line, f(t) = t
+            # the census reads slopes from values at two steps, as kinkcheck does without a rule
+            assert (report.verdict in ("Clarke-valid", "Clarke-valid (numerical)")) == rec.clarke, case.op
+            assert (report.verdict == "Clarke-valid") == (rec.clarke and report.exact), case.op
+            # only the scatter line, f(t) = t: scatter_reduce has no exact rule, so kinkcheck
+            # finds 3/4 wrong by differences only and leaves it undetermined
+            assert report.verdict in (("undetermined",) if not rec.valid else VERDICTS[:3]), case.op
 
 
 @pytest.mark.parametrize(
