@@ -60,9 +60,10 @@ class CensusRecord:
         valid: ``reverse`` is associated-valid on the stratum of the case: the tie stratum
             (tangent condition, eq 15), the point itself for a one-variable kink or a norm at
             0 (Sec 4.1: any finite value), an open interval at a point of differentiability
-            (the derivative only), or the case's ``stratum`` (``g . d = f'(x; d)`` along it).
-        clarke: ``reverse`` also lies in Clarke's generalized gradient (a convex combination
-            of the neighbouring pieces' gradients).
+            (the derivative only), or the case's ``stratum`` (``g . d = f'(x; d)`` along it);
+            ``None`` when the judge cannot decide (:mod:`mtlib.census._judge`).
+        clarke: ``reverse`` also lies in Clarke's generalized Jacobian (a convex combination
+            of the neighbouring pieces' Jacobians, one piece for all rows); ``None``: undecided.
         forward_valid: ``forward`` is an associated gradient (``None`` without forward AD).
         agree: forward and reverse modes return the same numbers (``None`` without forward AD).
     """
@@ -73,8 +74,8 @@ class CensusRecord:
     reverse: tuple[tuple[float, ...], ...]
     forward: tuple[tuple[float, ...], ...] | None
     rule: str
-    valid: bool
-    clarke: bool
+    valid: bool | None
+    clarke: bool | None
     forward_valid: bool | None
     agree: bool | None
 
@@ -119,13 +120,17 @@ def run(cases: Sequence[Case] | None = None, *, framework: str = "torch") -> lis
     finite value is an associated derivative (the point is a piece with ``f^3(x) = z x``); it is
     Clarke-valid iff it lies between the one-sided derivatives, the rule naming the piece it
     copies. One variable at a point of differentiability: valid iff it is the derivative.
-    Ties of max/min/order statistics (Sec 4.2-4.3), for a rule that depends only on the tie
-    pattern: associated-valid on the tie stratum iff the weights vanish off the tie set and
-    sum to 1 on it (:func:`mtlib.check_tangent`, eq 15), Clarke-valid iff moreover
-    non-negative; the rule is ``first``, ``last``, ``uniform`` (eq 20), ``index k`` or the
-    weights. A case with its own ``stratum`` (a rule constant on another set): valid iff
-    ``g . d = f'(x; d)`` along it. Norms at 0: associated iff finite, Clarke-valid iff in the
-    dual unit ball. NaN is never valid.
+    Ties of max/min/order statistics and their combinations (Sec 4.2-4.3), for a rule that
+    depends only on the tie pattern: the pieces are those of the orderings of the tied inputs,
+    read from values; associated-valid on the tie stratum iff each row vanishes off its tie
+    set and has the derivative of its output along it (eq 15 for a max), Clarke-valid iff the
+    Jacobian is a convex combination of the pieces' Jacobians (an LP); the rule is ``first``,
+    ``last``, ``uniform`` (eq 20), ``index k`` or the weights. A case with its own ``stratum``
+    (a rule constant on another set): valid iff ``g . d = f'(x; d)`` along it. Norms at 0:
+    associated iff finite, Clarke-valid iff in the dual unit ball. NaN is never valid, nor an
+    op outside the theory (``case.outside``). What cannot be decided is ``None``; the judge
+    (:func:`mtlib.census._judge.judge`) says what it decides and what it leaves to
+    :func:`mtlib.kinkcheck.kinkcheck`.
 
     Args:
         cases: the ops and kinks to visit; ``None`` for the built-in list
