@@ -5,6 +5,7 @@
 #                   property, Triton interpreter, headless Chromium on the book and the notebooks)
 #   make outputs -> re-execute every notebook in place (refresh the committed outputs on purpose)
 #   make check   -> the inner loop (under 2 minutes): ruff, then tests/mtlib without the slow tests
+#   make test-torch-next -> a second venv with torch 2.14.1: every chapter under nbval-lax, tests/mtlib
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
