@@ -71,7 +71,9 @@ def autograd_gradient(f, x: torch.Tensor) -> torch.Tensor:
 
 
 def perturbed(x: torch.Tensor, M: torch.Tensor, e: float) -> torch.Tensor:
-    """x + e m_1 + e^2 m_2 + ... + e^k m_k (M of shape (*x.shape, k))."""
+    """x + e m_1 + e^2 m_2 + ... + e^k m_k (M of shape (*x.shape, k)), or x + e m (M of x's shape)."""
+    if M.shape == x.shape:
+        M = M.unsqueeze(-1)
     powers = torch.tensor([e ** (j + 1) for j in range(M.shape[-1])], dtype=x.dtype)
     return x + (M * powers).sum(-1)
 
@@ -82,8 +84,9 @@ def perturbation_oracle(f, x: torch.Tensor, M: torch.Tensor, e: float = 2.0**-8)
     piecewise-linear f has finitely many kinks on it). With integer x, weights and M and
     n <= 4 directions, the perturbed point and the network's values are exact in float64
     (at most 2^10 in size, 2^-32 in resolution). For a piecewise-linear f it is the
-    lexicographic gradient at x along M, computed independently of mtlib.directional."""
-    for _ in range(8):
+    lexicographic gradient at x along M (with one direction m: the gradient of the piece that
+    x + e m enters), computed independently of mtlib.directional."""
+    for _ in range(12):
         grads = [autograd_gradient(f, perturbed(x, M, e / 2**i)) for i in range(3)]
         if all(torch.equal(grads[0], g) for g in grads[1:]):
             return grads[0]

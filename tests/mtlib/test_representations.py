@@ -100,7 +100,7 @@ def test_max_piecewise_errors():
         max_piecewise(3, "middle")
     with pytest.raises(ValueError, match="max_piecewise: `n` gives 131071 pieces, more than the 100000"):
         max_piecewise(17, "uniform")
-    for ties in ("first", "uniform"):
+    for ties in TIE_RULES:
         with pytest.raises(ValueError, match=r"max_piecewise: `x` must have shape \(4,\), got \(5,\)"):
             max_piecewise(4, ties)(torch.zeros(5, dtype=F64))
 
