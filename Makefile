@@ -6,6 +6,7 @@
 #   make outputs -> re-execute every notebook in place (refresh the committed outputs on purpose)
 #   make check   -> the inner loop (under 2 minutes): ruff, then tests/mtlib without the slow tests
 #   make test-torch-next -> a second venv with torch 2.14.1: every chapter under nbval-lax, tests/mtlib
+#                   and the doctests
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -93,7 +94,7 @@ test-colab:
 # The next PyTorch: a second venv with torch 2.14.1 and every other pin of requirements.txt (triton:
 # the version torch 2.14.1 requires, ~=3.8.0), then every chapter under nbval-lax (each cell must run
 # and its asserts hold; outputs are not compared, they are committed from torch 2.13.0) and mtlib's
-# pytest suite. pip takes torch 2.14.1 and its CUDA libraries (about 5.5 GB) from local disk here.
+# pytest suite with its doctests. pip takes torch 2.14.1 and its CUDA libraries (about 5.5 GB) from local disk here.
 NEXT_VENV := _build/venv-next
 NEXT_TORCH := 2.14.1
 NEXT_TRITON := 3.8.0
@@ -107,7 +108,7 @@ test-torch-next:
 	$(NEXT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(NEXT_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('$(NEXT_TORCH)'), torch.__version__"
 	$(NEXT_VENV)/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf --nbval-lax book
-	$(NEXT_VENV)/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf tests/mtlib
+	$(NEXT_VENV)/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -rf tests/mtlib mtlib --doctest-modules
 
 _build/_config_test.yml: _config.yml $(STAMP)
 	mkdir -p _build
