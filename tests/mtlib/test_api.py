@@ -82,7 +82,8 @@ def test_the_sources_use_public_paths():
             importlib.import_module(f"{module}.{name}")  # a submodule (``from mtlib import sweep``)
 
 
-def test_old_names_kept_as_aliases():
+def test_names_of_their_own_and_no_registry_in_the_engine():
+    """StridedMaxPool is the Lipschitz chapter's name (a VectorMaxPool, stride required), not an alias."""
     # `mtlib.kinkcheck` the attribute is the function; the module is reached by its path
     kinkcheck = importlib.import_module("mtlib.kinkcheck")
     from mtlib import lipschitz, networks, sweep
