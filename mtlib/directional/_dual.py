@@ -122,7 +122,12 @@ class Dual(torch.Tensor):
         rule = RULES.get(func)
         if rule is None:
             raise NotImplementedError(unsupported_message(func))
-        return rule(func, args, kwargs or {})
+        if torch.is_grad_enabled():
+            return rule(func, args, kwargs or {})
+        # inside an autograd.Function's forward (mtlib's pools, max_uniform, relu_z ...) grad is
+        # off: keep tangents that require grad differentiable (perturbed_gradient's reverse pass)
+        with torch.enable_grad():
+            return rule(func, args, kwargs or {})
 
 
 def wrap(primal: torch.Tensor, tangents: torch.Tensor) -> Dual:

@@ -188,15 +188,12 @@ def _mtlib_pool_rule(func, args, kwargs):
     bound = dict(zip(names, args), **kwargs)
     out, aux = func(*primals(args), **primals(kwargs))
     v, t = split(bound["x"])
-    # the op runs inside an autograd.Function's forward, where grad is off: keep the tangent
-    # differentiable in its direction, for the reverse pass of perturbed_gradient
-    with torch.enable_grad():
-        if bound.get("output_size"):
-            tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
-        else:
-            tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
-                                   bound["dilation"], len(bound["kernel"]))
-        return finish(out, tangent), aux
+    if bound.get("output_size"):
+        tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
+    else:
+        tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
+                               bound["dilation"], len(bound["kernel"]))
+    return finish(out, tangent), aux
 
 
 def _schema(func):

@@ -121,6 +121,18 @@ def associated(f, t):
     return autograd_gradient(lambda s: f(s).reshape(()), t).item()
 
 
+def test_ops_written_as_autograd_functions_follow_the_perturbed_point():
+    """mtlib's max_uniform, max_first, relu_z and pools are autograd.Functions, whose forward runs
+    with grad off: the tangents must stay differentiable there (not a silent zero gradient)."""
+    x, d = torch.zeros(3, dtype=f64), torch.tensor([1.0, 3.0, 2.0], dtype=f64)
+    pool = lambda v: mtlib.max_pool1d(v.view(1, 1, 3), 3, ties="uniform").sum()  # noqa: E731
+    for f in (mtlib.max_uniform, mtlib.max_first, pool):
+        assert perturbed_gradient(f, x, direction=d).tolist() == [0.0, 1.0, 0.0]
+    d = torch.tensor([1.0, -1.0, 2.0], dtype=f64)
+    g = perturbed_gradient(lambda v: mtlib.relu_z(v, z=0.5).sum(), x, direction=d)
+    assert g.tolist() == [1.0, 0.0, 1.0]  # the side of the perturbed point, not the convention z
+
+
 # --- away from ties: autograd's gradient --------------------------------------------------------
 
 
