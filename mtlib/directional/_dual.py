@@ -102,7 +102,7 @@ class Dual(torch.Tensor):
                 f"Dual: `tangents` must have shape (k, *primal.shape) = (k, "
                 f"{', '.join(map(str, primal.shape))}) with k >= 1, got {tuple(tangents.shape)}"
             )
-        return wrap(primal.detach(), tangents.detach().to(primal))
+        return wrap(primal.detach(), tangents.to(primal))  # a tangent keeps its graph (perturbed_gradient)
 
     def __init__(self, primal: torch.Tensor, tangent=None, *, tangents=None):
         super().__init__()

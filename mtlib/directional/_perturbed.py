@@ -84,6 +84,8 @@ def perturbed_gradient(f: Callable, inputs, *, direction=None, generator: torch.
             ``generator`` not a ``torch.Generator``, ``f`` returning a non-tensor.
         ValueError: ``direction`` of another structure or shape, ``f`` not returning one number.
         NotImplementedError: an op without a directional rule (the message names it).
+        RuntimeError: a rule (e.g. one registered with ``register_rule``) computed the tangent
+            outside autograd, so the branches taken cannot be differentiated.
 
     Examples:
         >>> from mtlib.examples import boustany_f
@@ -120,8 +122,12 @@ def perturbed_gradient(f: Callable, inputs, *, direction=None, generator: torch.
             raise ValueError(f"{_FN}: `f` must return one number, got shape {tuple(out.shape)}")
         slope = out.tangents.reshape(()) if isinstance(out, Dual) else None
         grads = [None] * len(leaves)
-        if slope is not None and slope.requires_grad:  # otherwise f does not depend on inputs
+        if slope is not None and slope.requires_grad:
             grads = torch.autograd.grad(slope, tangents, allow_unused=True)
+        elif slope is not None and bool(slope != 0):  # a zero slope without graph: f is constant
+            raise RuntimeError(f"{_FN}: the output's tangent {slope.item():g} no longer depends on "
+                               "the direction (a rule computed it outside autograd, e.g. with "
+                               "`.detach()`), so no reverse pass can follow the branches taken")
     return tree_unflatten([torch.zeros_like(leaf) if g is None else g.detach()
                            for leaf, g in zip(leaves, grads)], spec)
 

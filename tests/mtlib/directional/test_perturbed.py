@@ -133,6 +133,20 @@ def test_ops_written_as_autograd_functions_follow_the_perturbed_point():
     assert g.tolist() == [1.0, 0.0, 1.0]  # the side of the perturbed point, not the convention z
 
 
+def test_a_registered_rule_built_with_the_dual_constructor_is_differentiated(monkeypatch):
+    from mtlib.directional import Dual, register_rule
+    from mtlib.directional._dual import RULES
+
+    monkeypatch.setitem(RULES, torch.special.erfcx, None)  # restored after the test
+    erfcx = [torch.special.erfcx]
+    register_rule(erfcx, lambda func, args, kwargs: Dual(args[0].primal, 3 * args[0].tangent))
+    x = torch.tensor([0.5, -1.0], dtype=f64)
+    assert perturbed_gradient(lambda v: torch.special.erfcx(v).sum(), x).tolist() == [3.0, 3.0]
+    register_rule(erfcx, lambda func, args, kwargs: Dual(args[0].primal, args[0].tangent.detach()))
+    with pytest.raises(RuntimeError, match="no longer depends on the direction"):
+        perturbed_gradient(lambda v: torch.special.erfcx(v).sum(), x, direction=torch.ones(2, dtype=f64))
+
+
 # --- away from ties: autograd's gradient --------------------------------------------------------
 
 
