@@ -75,6 +75,8 @@ def pool(fn: str, n: int, x, args: PoolArgs, return_indices: bool, counts_only=F
         importlib.import_module("mtlib.maxpool._triton")
     x5 = (x if x.dim() == n + 2 else x.unsqueeze(0))[(slice(None), slice(None),
                                                       *[None] * (3 - n))]
+    if adaptive and n == 3:  # PyTorch's adaptive 3-d pool drops channels_last_3d: so do we
+        x5 = x5.contiguous()
     geometry = _strided_geometry(n, args, spatial, adaptive)
     out, aux = pool_ties(x5, *geometry, args.ties, backend)
     shape = (*x.shape[:-n], *out.shape[5 - n:])

@@ -101,7 +101,7 @@ def _tap_major_windows(x: torch.Tensor, axes: Axes):
     if axes[0].adaptive:
         for d, (ax, idx) in enumerate(zip(axes, tables)):  # x: (k1, .., kd, N, C, o1, .., S_d+1)
             shape, dim = x.shape, d + 2 + d
-            flat = x.reshape(math.prod(shape[:dim]), shape[dim], -1)
+            flat = x.reshape(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))
             taken = flat.index_select(1, idx.clamp(0, ax.size - 1).T.flatten().to(x.device))
             x = taken.view(*shape[:dim], ax.kernel, ax.out, *shape[dim + 1:]).movedim(dim, d)
         return x, valid
