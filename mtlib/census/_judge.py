@@ -20,13 +20,17 @@ the torch counterpart of the JAX function (the same values). It returns
   ``x`` are then indexed by the orderings ``sigma`` of the tie groups of ``s`` (sets of equal
   values, found by exact comparison of values): the Jacobian ``J_sigma`` of the piece is read
   at ``y_sigma = x + h * signs * rank_sigma``, ``h`` a quarter of the smallest gap between
-  distinct values over ``n``, by central differences of step ``h/4`` (exact on a linear
-  piece), and each piece is checked to extend to ``x`` (``f(y) - f(x) = J (y - x)``).
+  distinct values over ``n``, by one-sided differences of step ``h/4`` on both sides (exact
+  on a linear piece; they must agree, else ``y`` sits on a kink), and each piece is checked
+  to extend to ``x`` (``f(y) - f(x) = J (y - x)``).
   Clarke's generalized Jacobian is ``conv{J_sigma}`` (eq C of :mod:`mtlib.kinkcheck`, applied
   to the whole Jacobian: one common piece for all rows, report N4): Clarke-valid iff the
   given Jacobian is a convex combination of them (LP). All orderings are enumerated up to
   :data:`MAX_ORDERINGS`; beyond that a seeded sample (each entry first and last in its group,
   then random orders) is used, and a Jacobian outside the pieces found is *undetermined*.
+  When all orderings are enumerated, each cone is also read at three random points of it: a
+  different Jacobian there means ``f`` is not of the declared kind, and then only a
+  certificate from the genuine pieces stands (everything else is undetermined).
   The tie set of output ``k`` is the set of inputs some piece of ``f_k`` depends on; the
   ``masks`` of a ``"ties"`` case must equal it. Associated-valid on the tie stratum iff, for
   every output ``k``, ``g_k . d = f_k'(x; d)`` along ``d = signs * 1_{T_k}`` and ``g_kj = 0``
@@ -74,6 +78,7 @@ ATOL = 1e-6
 MAX_ORDERINGS = 5040
 """Orderings of the tie groups enumerated in full (7!); beyond, a seeded sample."""
 _SAMPLES = 300
+_CHECKS = 3
 _STEPS = (2.0**-16, 2.0**-24)
 
 
@@ -146,20 +151,29 @@ class _OrderPieces:
             self.fx = f(x).reshape(-1)
         self.complete = math.prod(math.factorial(len(grp)) for grp in self.groups) <= MAX_ORDERINGS
         self.broken = 0  # pieces that failed their check: f is not of the declared kind
+        self.linear = True  # f is linear on each ordering cone (checked at a second point)
         self.jacobians: dict[tuple, torch.Tensor] = {}
-        for ranks in self._orderings():
-            J = self.piece(ranks)
-            if J is None:
-                self.broken += 1
-            else:
-                self.jacobians.setdefault(tuple(round(v, 9) + 0.0 for v in J.reshape(-1).tolist()), J)
+        jitter = random.Random(1)
+        for combo in self._orderings():
+            J = self.piece(self._ranks(combo))
+            self._keep(J)
+            for _ in range(_CHECKS if self.complete else 0):  # random points of the same cone
+                other = self.piece(self._spread(combo, jitter), 16)
+                self._keep(other)
+                self.linear &= J is not None and other is not None and bool(
+                    ((J - other).abs() <= ATOL).all())
+
+    def _keep(self, J: torch.Tensor | None) -> None:
+        if J is None:
+            self.broken += 1
+        else:
+            self.jacobians.setdefault(tuple(round(v, 9) + 0.0 for v in J.reshape(-1).tolist()), J)
 
     def _orderings(self):
-        """Rank vectors: every ordering of every tie group, or a seeded sample of them."""
+        """Orderings (one order per tie group): all of them, or a seeded sample."""
         if self.complete:
             perms = [itertools.permutations(grp) for grp in self.groups]
-            for combo in itertools.product(*perms):
-                yield self._ranks(combo)
+            yield from itertools.product(*perms)
             return
         rng = random.Random(0)
         for k in range(max(len(grp) for grp in self.groups)):
@@ -169,9 +183,20 @@ class _OrderPieces:
                     rest = [i for i in grp if i != grp[k % len(grp)]]
                     pick = [grp[k % len(grp)]]
                     combo.append(rest + pick if last else pick + rest)
-                yield self._ranks(combo)
+                yield combo
         for _ in range(_SAMPLES):
-            yield self._ranks([rng.sample(grp, len(grp)) for grp in self.groups])
+            yield [rng.sample(grp, len(grp)) for grp in self.groups]
+
+    def _spread(self, combo, rng: random.Random) -> torch.Tensor:
+        """A random point of the ordering cone of ``combo`` (in units of ``h``): each group
+        moved as a whole by up to ``n/4``, its entries spaced by ``1/8`` to ``1/2`` in order."""
+        ranks = torch.zeros(self.n, dtype=self.x.dtype)
+        for order in combo:
+            value = rng.uniform(-self.n, self.n) / 4
+            for i in order:
+                ranks[i] = value
+                value += rng.uniform(0.5, 2.0) / 4
+        return ranks
 
     def _ranks(self, combo) -> torch.Tensor:
         ranks = torch.zeros(self.n, dtype=self.x.dtype)
@@ -180,17 +205,20 @@ class _OrderPieces:
                 ranks[i] = r
         return ranks
 
-    def piece(self, ranks: torch.Tensor) -> torch.Tensor | None:
-        """Jacobian of the piece on the ordering cone of ``ranks``, or None if its checks fail."""
+    def piece(self, ranks: torch.Tensor, fraction: int = 4) -> torch.Tensor | None:
+        """Jacobian of the piece on the ordering cone of ``ranks``, or None if its checks fail
+        (differences of step ``h / fraction``, below the smallest spacing of the ranks)."""
         y = self.x + self.h * self.signs * ranks
-        step = self.h / 4
+        step = self.h / fraction
         eye = torch.eye(self.n, dtype=self.x.dtype)
         with torch.no_grad():
-            cols = [(self.f(y + step * e).reshape(-1) - self.f(y - step * e).reshape(-1)) / (2 * step)
-                    for e in eye]
-            J = torch.stack(cols, dim=1)
-            extends = (self.f(y).reshape(-1) - self.fx - J @ (y - self.x)).abs().max() <= ATOL * self.h
-        return J if bool(torch.isfinite(J).all()) and bool(extends) else None
+            fy = self.f(y).reshape(-1)
+            right = torch.stack([self.f(y + step * e).reshape(-1) - fy for e in eye], dim=1) / step
+            left = torch.stack([fy - self.f(y - step * e).reshape(-1) for e in eye], dim=1) / step
+            J = (right + left) / 2
+            extends = (fy - self.fx - J @ (y - self.x)).abs().max() <= ATOL * self.h
+            smooth = (right - left).abs().max() <= ATOL  # y is inside a piece, not on a kink
+        return J if bool(torch.isfinite(J).all()) and bool(extends) and bool(smooth) else None
 
     def derivative(self, d: torch.Tensor) -> torch.Tensor | None:
         """``f'(x; d)`` (all outputs): the piece that ``x + t d`` enters, applied to ``d``."""
@@ -251,12 +279,16 @@ def _judge_ties(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool | No
         directions = [torch.tensor(d, dtype=x.dtype) for d in case.stratum]
         valid = all(_along(pieces, g, d, case.op) for d in directions)
     else:
-        valid = True
-        for k in range(len(g)):
-            off = (g[k].masked_fill(masks[k], 0.0).abs() <= ATOL).all()
-            valid &= bool(off) and _along(pieces, g[k:k + 1], signs * masks[k], case.op, slice(k, k + 1))
+        try:
+            valid = all(bool((g[k].masked_fill(masks[k], 0.0).abs() <= ATOL).all())
+                        and _along(pieces, g[k:k + 1], signs * masks[k], case.op, slice(k, k + 1))
+                        for k in range(len(g)))
+        except ValueError:  # an output not differentiable along its own tie set: not of the kind
+            valid = None
     points = torch.stack(list(pieces.jacobians.values())).reshape(len(pieces.jacobians), -1)
     inside = convex_weights(points.numpy(), g.reshape(-1).numpy(), ATOL) is not None
+    if not pieces.linear:  # not of the case's kind: only what the genuine pieces prove stands
+        return None, True if inside else None, f"{rule}; f is not linear on the orderings of its inputs"
     clarke = True if inside else (False if pieces.complete and not pieces.broken else None)
     return valid, clarke, rule
 
