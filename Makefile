@@ -1,5 +1,5 @@
 # Two commands set everything up from a fresh clone (Python 3.11, offline registries):
-#   make book    -> .venv, install, execute every notebook, build _build/html
+#   make book    -> .venv, install, execute every notebook (one per core at a time), build _build/html
 #   make test    -> .venv, install, ruff, nbval over book/ natively and with the CPU instruction
 #                   sets capped, doctests the same two ways, build the book, pytest (unit,
 #                   property, Triton interpreter, headless Chromium on the book and the notebooks)
@@ -39,7 +39,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# The chapters run two at a time (jupyter-cache's local-parallel executor, one process per core)
+# into the book's execution cache, then the build finds each of them there and executes only what
+# is not cached. A chapter that fails here is executed again by the build, which reports why.
+JCACHE := JUPYTERCACHE=_build/.jupyter_cache $(BIN)/jcache
+
 book: $(STAMP)
+	mkdir -p _build/.jupyter_cache
+	$(JCACHE) notebook add $(sort $(wildcard book/*.ipynb)) >/dev/null
+	$(JCACHE) project execute --executor local-parallel --timeout 300 || true
 	$(BIN)/jupyter-book build . -W -n --keep-going || { $(MAKE) --no-print-directory show-reports; exit 1; }
 
 show-reports:
