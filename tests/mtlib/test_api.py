@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import code_cells, mtlib_paths
 
 import mtlib
@@ -96,11 +95,6 @@ def test_names_of_their_own_and_no_registry_in_the_engine():
     assert not hasattr(sweep, "SWEEPS")  # the engine does not import its registry (no circle)
 
 
-def test_op_names_are_stable():
-    for op in ("max_pool2d_ties", "max_pool2d_ties_backward", "max_pool2d_ties_tangent"):
-        assert hasattr(torch.ops.mtlib, op)
-
-
 def test_sweep_command_line_help():
     done = subprocess.run([sys.executable, "-m", "mtlib.sweep", "--help"], capture_output=True, text=True,
                           check=False, cwd=REPO)
@@ -134,6 +128,9 @@ def _import_graph() -> dict[str, set[str]]:
                 targets = subs if all(t in files for t in subs) else [node.module, *subs]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                targets = [node.args[0].value]  # importlib.import_module("mtlib..."): lazy, still a use
             else:
                 continue
             graph[name] |= {t for t in targets if t in files and t != name}
