@@ -10,7 +10,8 @@ and ``results.csv`` in ``--out``, default ``_build/sweeps/NAME``; a rerun resume
 * ``--local-cluster N``: a Dask ``LocalCluster`` of N single-threaded worker processes;
 * otherwise a local pool of ``--jobs`` spawned processes.
 
-``--csv FILE`` writes a copy of the table elsewhere; ``make sweep`` writes the book's copy into
+A sweep's notebook is a path from the repository root, where the command runs (``make sweep``
+does). ``--csv FILE`` writes a copy of the table elsewhere; ``make sweep`` writes the book's copy into
 the package, ``mtlib/sweep/results/NAME.csv`` (read by :func:`mtlib.sweep.load_results`).
 
 Chapter: sweeps (and ``make sweep NAME=...`` for boustany, stampacchia, training, training_valid).
@@ -30,8 +31,6 @@ from pathlib import Path
 from mtlib.sweep import RESULTS_CSV, map_grid, run_sweep
 from mtlib.sweep._store import write_csv_atomic
 from mtlib.sweep.points import training_point, training_valid_point
-
-_REPO = Path(__file__).resolve().parents[2]  # the checkout: mtlib/sweep/registry.py
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.function and sweep.function is None:
         parser.error(f"sweep {args.name!r} has no function form")
     out = Path(args.out or Path("_build") / "sweeps" / args.name)
-    notebook = _REPO / sweep.notebook
-    if not notebook.is_file():  # mtlib installed outside a checkout: run from the repository root
-        notebook = Path(sweep.notebook)
+    notebook = Path(sweep.notebook)  # a path from the repository root, where make sweep runs
+    if not args.function and not notebook.is_file():
+        parser.error(f"{sweep.notebook} not found: run from the repository root")
     start = time.perf_counter()
     with _executor(args.scheduler, args.local_cluster) as executor:
         if args.function:

@@ -31,6 +31,8 @@ from mtlib.sweep import (
 )
 from mtlib.sweep.points import training_point
 
+REPO = Path(__file__).resolve().parents[3]  # the notebooks' paths in the registry start here
+
 TINY_SOURCE = [
     ("parameters", "a = 1.0\nlabel = 'default'"),
     (None, "if a < 0:\n    raise ValueError(f'a must be >= 0, got {a}')"),
@@ -125,7 +127,7 @@ def test_assigned_names_sees_only_top_level_variables():
 @pytest.mark.parametrize("name", sorted(registry.SWEEPS))
 def test_registered_sweep_varies_parameters_of_its_notebook(name):
     sw = registry.SWEEPS[name]
-    nb = nbformat.read(str(registry._REPO / sw.notebook), as_version=4)
+    nb = nbformat.read(str(REPO / sw.notebook), as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     parameters = assigned_names(tagged[0].source)
@@ -244,9 +246,17 @@ def test_cli_help_names_the_executors(capsys):
         registry.main(["--help"])
     assert done.value.code == 0
     printed = capsys.readouterr().out
-    assert "{boustany,stampacchia,training}" in printed
+    assert "{" + ",".join(sorted(registry.SWEEPS)) + "}" in printed and "training" in registry.SWEEPS
     for option in ("--scheduler ADDRESS", "--local-cluster N", "--function", "--retries"):
         assert option in printed
+
+
+def test_cli_asks_for_the_repository_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no book/ here: the notebook form cannot find its chapter
+    with pytest.raises(SystemExit) as done:
+        registry.main(["boustany", "--jobs", "1", "--out", str(tmp_path / "o")])
+    assert done.value.code == 2
+    assert "book/boustany.ipynb not found: run from the repository root" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_function_form_that_does_not_exist(capsys):
@@ -501,7 +511,7 @@ def test_training_sweep_function_form_records_what_the_notebook_records(tmp_path
     thread = threading.Thread(target=lambda: functional.update(
         table=map_grid(training_point, [TRAINING_POINT], executor=client.get_executor(), progress=False)))
     thread.start()
-    notebook = registry._REPO / registry.SWEEPS["training"].notebook
+    notebook = REPO / registry.SWEEPS["training"].notebook
     by_notebook = run_sweep(notebook, [TRAINING_POINT], tmp_path, executor=client.get_executor(),
                             progress=False)
     thread.join()
