@@ -265,8 +265,15 @@ def pool_ties(x: Tensor, kernel: list[int], stride: list[int], padding: list[int
               backend: str) -> tuple[Tensor, Tensor]:
     """Differentiable entry point on 5-d ``x``: the forward op of ``backend`` under autograd
     and ``torch.func``."""
-    fn = _PoolTiesCompiled if torch.compiler.is_compiling() else _PoolTies
-    return fn.apply(x, backend, kernel, stride, padding, dilation, ceil_mode, output_size, ties)
+    params = (kernel, stride, padding, dilation, ceil_mode, output_size, ties)
+    if not torch.compiler.is_compiling():
+        return _PoolTies.apply(x, backend, *params)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _PoolTiesCompiled.apply(x, backend, *params)
+    # no gradient to trace: the op itself (Dynamo in torch 2.13 passes a Function instance as
+    # the first argument of a setup_context-style forward when no input requires grad)
+    layout = _layout(x)
+    return tuple(_in_layout(t, layout) for t in ops(backend)[0](x, *params))
 
 
 # --- vmap -----------------------------------------------------------------------------------------
