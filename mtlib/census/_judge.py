@@ -24,7 +24,7 @@ the torch counterpart of the JAX function (the same values). It returns
   on a linear piece; they must agree, else ``y`` sits on a kink), and each piece is checked
   to extend to ``x`` (``f(y) - f(x) = J (y - x)``).
   Clarke's generalized Jacobian is ``conv{J_sigma}`` (eq C of :mod:`mtlib.kinkcheck`, applied
-  to the whole Jacobian: one common piece for all rows, report N4): Clarke-valid iff the
+  to the whole Jacobian: one common piece for all rows, not row by row): Clarke-valid iff the
   given Jacobian is a convex combination of them (LP). All orderings are enumerated up to
   :data:`MAX_ORDERINGS`; beyond that a seeded sample (each entry first and last in its group,
   then random orders) is used, and a Jacobian outside the pieces found is *undetermined*.
@@ -36,7 +36,8 @@ the torch counterpart of the JAX function (the same values). It returns
   every output ``k``, ``g_k . d = f_k'(x; d)`` along ``d = signs * 1_{T_k}`` and ``g_kj = 0``
   off ``T_k`` (eq 15 for a max; for a linear combination of order statistics the same test
   along its stratum). A case with its own ``stratum``: ``g_k . d = f_k'(x; d)`` along it, ``f_k'``
-  read on the piece ``x + t d`` enters. Nothing here uses a bump of fixed size (report N3).
+  read on the piece ``x + t d`` enters. No tie set comes from a bump of fixed size, which
+  would count an entry ``1/2`` below the maximum as tied.
 * ``"elementwise"`` (one variable): the one-sided derivatives ``L``, ``R`` from values,
   second-order one-sided differences at two steps ``2^-16`` and ``2^-24`` that must agree to
   :data:`ATOL` (a kink closer than the step makes them differ; :func:`mtlib.directional.jvp`
@@ -47,11 +48,12 @@ the torch counterpart of the JAX function (the same values). It returns
 * ``"ball"``: a norm at 0, taken on trust from the case: the piece is the point, associated iff
   finite, Clarke-valid iff in the dual unit ball.
 * ``outside``: an op outside the theory at this point (not locally Lipschitz, e.g.
-  ``torch.mode``; report N5): neither valid nor Clarke-valid, whatever the numbers.
+  ``torch.mode``): neither valid nor Clarke-valid, whatever the numbers.
 
 What it leaves to :func:`mtlib.kinkcheck.kinkcheck`: every function that is not of these kinds
 (a network, a composition with other kinks than the ties of its inputs). A Case declared with a
-kind its function does not have is caught only when a piece fails its check.
+kind its function does not have is caught when a piece fails its checks or a cone's random
+points disagree (then undetermined); a certificate from the pieces found stands either way.
 
 Chapter: census.
 """

@@ -40,6 +40,7 @@ import torch
 from mtlib._autodiff import forward_jacobian, one_sided_difference
 from mtlib._validate import check_int, check_positive, check_tensor
 from mtlib.directional import jvp
+from mtlib.directional import lexicographic_gradient as _lexicographic_gradient
 from mtlib.kinkcheck._hull import convex_weights, generate_columns
 from mtlib.kinkcheck._report import (
     ASSOCIATED,
@@ -53,11 +54,6 @@ from mtlib.kinkcheck._report import (
 )
 from mtlib.kinkcheck._report import fmt as _fmt
 from mtlib.piecewise import associated_gradient
-
-try:  # the lexicographic gradient (issue 12) may be absent; the fallback is documented below
-    from mtlib.directional import lexicographic_gradient as _lexicographic_gradient
-except ImportError:  # pragma: no cover - depends on the installed mtlib.directional
-    _lexicographic_gradient = None
 
 __all__ = ["ASSOCIATED", "CLARKE", "CLARKE_NUMERICAL", "NOT_DERIVATIVE", "UNDETERMINED", "VERDICTS",
            "KinkReport", "kinkcheck"]
