@@ -2,7 +2,8 @@
 
 * smooth ops (arithmetic, matmul, linear, reductions, reshapes, indexing, ...): the tangents
   are pushed forward with ``torch.func.jvp``, the ordinary chain rule, all ``k`` at once
-  (``torch.func.vmap`` over the stacked tangents: one batched pass, not ``k`` passes);
+  (``torch.func.vmap`` over the stacked tangents: one batched pass, not ``k`` passes); the
+  plain cross-entropy of a classifier has its gradient written out;
 * comparisons: the lexicographic order of ``(value, t_1, ..., t_k)``, which is the order of
   the perturbed points for small ``e > 0``, so a Python ``if`` takes the branch of the
   perturbed point;
@@ -68,6 +69,29 @@ def _wrap_output(func, out, tan):
             f"constant in its input: it has no directional derivative to propagate"
         )
     return wrap(out, tan)
+
+
+def cross_entropy_rule(func, args, kwargs):
+    """``cross_entropy(z, y)`` with class indices, no weights, no label smoothing, ``"mean"`` or
+    ``"sum"``: the tangent is ``sum_i (softmax(z_i) - onehot(y_i)) . t_i`` (divided by the number
+    of targets not ignored for ``"mean"``), without a ``torch.func`` transform; any other form
+    takes :func:`smooth_rule`."""
+    def bind(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean", label_smoothing=0.0):
+        return input, target, (weight, size_average, reduce, label_smoothing), ignore_index, reduction
+
+    z, target, extras, ignore, reduction = bind(*args, **kwargs)
+    plain = (isinstance(z, Dual) and z.dim() == 2 and isinstance(target, torch.Tensor)
+             and not isinstance(target, Dual) and target.dtype == torch.long and target.dim() == 1
+             and extras == (None, None, None, 0.0) and reduction in ("mean", "sum"))
+    if not plain:
+        return smooth_rule(func, args, kwargs)
+    out = func(*primals(args), **primals(kwargs))
+    keep = (target != ignore).to(z.dtype).unsqueeze(1)
+    slope = torch.softmax(z.primal, dim=1).scatter_add(1, target.clamp(min=0).unsqueeze(1), -keep) * keep
+    if reduction == "mean":
+        slope = slope / keep.sum()
+    return wrap(out, (z.tangents * slope).sum(dim=(1, 2)))
 
 
 def primal_rule(func, args, kwargs):
@@ -138,6 +162,7 @@ _COMPARE = {"gt": "gt greater __gt__", "ge": "ge greater_equal __ge__", "lt": "l
             "le": "le less_equal __le__", "eq": "eq __eq__", "ne": "ne not_equal __ne__"}
 
 register_rule(funcs_named(*_SMOOTH), smooth_rule)
+register_rule(funcs_named("cross_entropy"), cross_entropy_rule)
 register_rule(funcs_named(*_PRIMAL_ONLY), primal_rule)
 for _op, _names in _COMPARE.items():
     register_rule(funcs_named(*_names.split()), lex_compare(_op))

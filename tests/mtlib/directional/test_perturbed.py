@@ -270,6 +270,23 @@ def test_linear_and_conv_with_perturbed_weights_equal_torch_func_jvp():
         torch.testing.assert_close(two[1], 2 * want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"ignore_index": 2}, {"label_smoothing": 0.1},
+                                    {"weight": torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=f64)}])
+def test_cross_entropy_tangent_equals_torch_func_jvp(kwargs):
+    """The written-out cross-entropy rule (and the torch.func fallback for weights and smoothing)."""
+    gen = torch.Generator().manual_seed(13)
+    z, t, t2 = (torch.randn(6, 4, generator=gen, dtype=f64) for _ in range(3))
+    y = torch.tensor([0, 1, 2, 3, 2, 1])
+
+    def f(a):
+        return F.cross_entropy(a, y, **kwargs)
+
+    want, want2 = (torch.func.jvp(f, (z,), (d,))[1] for d in (t, t2))
+    torch.testing.assert_close(jvp(f, z, t)[1], want, rtol=1e-12, atol=1e-15)
+    two = ld_jvp(f, z, torch.stack([t, t2], -1))[1]
+    torch.testing.assert_close(two, torch.stack([want, want2]), rtol=1e-12, atol=1e-15)
+
+
 # --- structure, cost and errors ------------------------------------------------------------------
 
 
