@@ -45,8 +45,9 @@ the torch counterpart of the JAX function (the same values). It returns
   :func:`mtlib.directional.jvp` where it has a rule (undetermined otherwise); every finite value is
   associated-valid on the point ``{x}`` at a kink (Sec 4.1), only ``f'(x)`` where ``L = R``;
   Clarke-valid iff in ``[min(L, R), max(L, R)]``.
-* ``"ball"``: a norm at 0, taken on trust from the case: the piece is the point, associated iff
-  finite, Clarke-valid iff in the dual unit ball.
+* ``"ball"``: a norm at 0, as the case declares it: the piece is the point, associated iff
+  finite, Clarke-valid iff in the dual unit ball; a certificate is withdrawn when ``g . d`` exceeds
+  ``f(x + d) - f(x)`` along a test direction (then ``f`` is not that norm).
 * ``outside``: an op outside the theory at this point (not locally Lipschitz, e.g.
   ``torch.mode``): neither valid nor Clarke-valid, whatever the numbers.
 
@@ -129,13 +130,26 @@ def _judge_elementwise(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bo
     return True, lo - ATOL <= v <= hi + ATOL, rule
 
 
-def _judge_ball(case: Case, g: torch.Tensor) -> tuple[bool, bool, str]:
-    """A norm at 0: the piece is the point {0}; Clarke's set is the dual unit ball."""
+def _judge_ball(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool, bool | None, str]:
+    """A norm at 0: the piece is the point {0}; Clarke's set is the dual unit ball.
+
+    The declaration is checked where it matters: a norm ``f`` has ``g . d <= f(x + d) - f(x)``
+    for every ``g`` of its subdifferential, so a certificate is withdrawn (undetermined) when
+    that fails along ``g``, ``+-e_i`` or 32 seeded directions (``f`` is not that norm)."""
     size = float(case.norm(g[0]))
-    if size <= ATOL:
-        return True, True, "0, centre of the dual ball"
-    where = "boundary" if abs(size - 1) <= ATOL else ("interior" if size < 1 else "outside")
-    return True, size <= 1 + ATOL, f"{where} of the dual ball"
+    where = ("0, centre" if size <= ATOL else "boundary" if abs(size - 1) <= ATOL
+             else "interior" if size < 1 else "outside")
+    rule = f"{where} of the dual ball"
+    if size > 1 + ATOL:
+        return True, False, rule
+    eye = torch.eye(x.numel(), dtype=x.dtype)
+    gen = torch.Generator().manual_seed(0)
+    dirs = torch.cat([g, eye, -eye, torch.randn(32, x.numel(), generator=gen, dtype=x.dtype)])
+    with torch.no_grad():
+        rise = torch.stack([case.f(x + d).reshape(()) - case.f(x).reshape(()) for d in dirs])
+    if bool((dirs @ g[0] > rise + ATOL).any()):
+        return True, None, f"{rule}; f is not the norm the case declares"
+    return True, True, rule
 
 
 class _OrderPieces:
@@ -321,7 +335,7 @@ def judge(case: Case, x: torch.Tensor, g: torch.Tensor) -> tuple[bool | None, bo
     elif case.kind == "elementwise":
         verdict = _judge_elementwise(case, x, g)
     elif case.kind == "ball":
-        verdict = _judge_ball(case, g)
+        verdict = _judge_ball(case, x, g)
     else:
         verdict = _judge_ties(case, x, g)
     if case.outside is not None:

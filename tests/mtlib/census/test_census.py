@@ -352,3 +352,15 @@ def test_large_tie_sampled_orderings_never_reject():
                           for w in ([1.0] + [0.0] * 7, [2.0] + [0.0] * 7)])
     assert (first.valid, first.clarke) == (True, True)
     assert (doubled.valid, doubled.clarke) == (False, None)
+
+
+def test_planted_ball_with_a_wrong_norm_is_not_certified():
+    """A case of kind "ball" declares the norm; a function that is not that norm (|x|_2 / 2,
+    whose Clarke set is the ball of radius 1/2) does not get (0.8, 0) certified."""
+    half = lambda x: torch.linalg.vector_norm(x) / 2  # noqa: E731
+    ball = lambda g: torch.linalg.vector_norm(g, 2)  # noqa: E731
+    wrong, right = run([Case("|x|/2", "x = 0", fixed_backward(half, [w, 0.0]), (0.0, 0.0), "ball", norm=ball)
+                        for w in (0.8, 0.4)])
+    assert (wrong.valid, wrong.clarke) == (True, None)
+    assert wrong.rule.endswith("not the norm the case declares")
+    assert (right.valid, right.clarke) == (True, True)
