@@ -88,10 +88,12 @@ def chapter_line(module: str) -> set[str]:
 
 
 def test_the_scan_credits_the_defining_module():
-    users = chapters_using()
-    assert "maxpool" in users["mtlib.maxpool"] and "mtlib" not in public_modules()
-    assert "maxpool" in users["mtlib.policy"]  # mtlib.tie_policy, a re-export
+    assert _home("mtlib", "tie_policy") == "mtlib.policy"  # a re-export: credited where it is defined
+    assert _home("mtlib.ties", "TIE_RULES") == "mtlib.ties"  # data: credited where it is imported from
+    assert _home("mtlib", "sweep") == "mtlib.sweep"  # a submodule
+    assert _home("mtlib.directional", None) == "mtlib.directional"  # import mtlib.directional
     assert public_owner("mtlib.maxpool._torch") == "mtlib.maxpool" and public_owner("mtlib._x") == "mtlib"
+    assert "mtlib" not in public_modules() and "maxpool" in chapters_using()["mtlib.maxpool"]
 
 
 @pytest.mark.parametrize("module", public_modules())
