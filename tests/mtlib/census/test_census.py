@@ -97,11 +97,11 @@ def test_invalid_records(records):
         (SCATTER, "self = src = (0, 0, 0)"), (SCATTER, "self = src_i = t = -2.5"),
         (SCATTER, "self = src_i = t = 0"), (SCATTER, "self = src_i = t = 1"),
         ("torch.logsumexp(x, 0)", "x = (-inf, -inf), outside R^n"),
-        ("torch.mode(x)", "x = (0, 0, 0)")]  # outside the theory: not locally Lipschitz (N5)
+        ("torch.mode(x)", "x = (0, 0, 0)")]  # outside the theory: not locally Lipschitz
     forward_invalid = _ops(records, lambda r: r.forward_valid is False)
     assert forward_invalid == ["F.lp_pool1d(x, 2, 2)", "torch.logsumexp(x, 0)", "torch.mode(x)"]
     # valid but not Clarke-valid: the src-only views, at src = self = 0 (the stratum is the point)
-    # and on the face {src_1 = 0 = self} where f is differentiable (report N1)
+    # and on the face {src_1 = 0 = self}, where f is differentiable and its gradient is unique
     assert _kinks(records, lambda r: r.valid and not r.clarke) == [
         (SCATTER, "src = (0, -1, -2), self = 0 (differentiable)"),
         (SCATTER, "src = (0, 0, 0), self = 0")]
