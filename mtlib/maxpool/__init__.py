@@ -19,7 +19,18 @@ A NaN in a window makes its output NaN, as in PyTorch; its tie set is then the w
 entries: ``"first"`` sends the gradient to the *last* NaN (PyTorch's ``v > max or isnan(v)``
 scan), ``"last"`` to the first NaN, ``"uniform"`` splits it among all of them.
 
-Chapter: maxpool, training (the pools of its CNN), census (through mtlib.policy).
+Every pool is a drop-in for PyTorch's: same arguments, values, ``return_indices``, memory
+format (channels-last inputs give channels-last outputs and gradients, as PyTorch's pools),
+``torch.compile(fullgraph=True)`` under dynamic shapes, and errors where PyTorch raises them, of
+PyTorch's class. Deliberate differences: an argument error is also a ``ValueError`` or
+``TypeError`` (:class:`~mtlib.maxpool._args.PoolArgumentError`) and its message names mtlib's
+argument; an adaptive pool with an output size 0 raises at the call (PyTorch raises in the
+backward); ``return_indices`` with ``ties="uniform"`` raises (no single entry per window); a
+window lying entirely in the padding (possible with dilation) has index -1 and sends no
+gradient, where PyTorch returns an index outside the window. The backward is deterministic on every
+backend (PyTorch's CUDA kernels for ``max_pool3d`` and the adaptive pools add with atomics).
+
+Chapter: maxpool, pools_practice, training (the pools of its CNN), census (through mtlib.policy).
 """
 
 from __future__ import annotations
@@ -269,7 +280,7 @@ def benchmark_results():
         True
 
     References:
-        Book chapter ``maxpool`` (Cost: the benchmark); ``benchmarks/README.md``.
+        Book chapter ``pools_practice`` (Cost: the benchmark); ``benchmarks/README.md``.
     """
     import pandas as pd  # the only pandas use here: keeps `import mtlib.maxpool` light
 

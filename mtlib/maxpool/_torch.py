@@ -119,18 +119,23 @@ def _tap_major_windows(x: torch.Tensor, axes: Axes):
 
 def _count(x: torch.Tensor, m: torch.Tensor, axes: Axes) -> torch.Tensor:
     """Number of entries of each window equal to its max, NaN not counted (a NaN window
-    counts 0): one comparison over all taps into a tap-major mask and a sum over its rows,
-    in ``uint8`` when no window has 256 taps, else ``int32``."""
-    n = len(axes)
+    counts 0), ``uint8`` (``int32`` from 256 taps on): one comparison over all taps into a
+    tap-major 0/1 byte mask ``(K, M)`` and a sum over its ``K`` rows. With fewer than 256 taps
+    the rows are added as ``int64`` words, eight windows per word: each byte lane sums at most
+    255 ones, so no carry crosses into the next window (a SIMD-within-a-register sum, eight
+    times fewer additions)."""
     win, valid = _tap_major_windows(x, axes)
-    tie = torch.empty(win.shape, dtype=torch.bool, device=x.device)
-    torch.eq(win, m, out=tie)
+    k, total = math.prod(ax.kernel for ax in axes), m.numel()
+    words = k < 256 and total > 0
+    width = -(-total // 8) * 8 if words else total
+    tie = torch.zeros(k, width, dtype=torch.bool, device=x.device)
+    view = tie[:, :total].view(win.shape)
+    torch.eq(win, m, out=view)
     if valid is not None:
-        tie &= valid
-    rows = tie.flatten(0, n - 1)
-    if rows.shape[0] < 256:
-        return rows.view(torch.uint8).sum(dim=0, dtype=torch.uint8)
-    return rows.sum(dim=0, dtype=torch.int32)
+        view &= valid
+    if not words:
+        return tie.sum(dim=0, dtype=torch.int32)
+    return tie.view(torch.int64).sum(dim=0).view(torch.uint8)[:total].view(m.shape)
 
 
 def _tie_members(x: torch.Tensor, m: torch.Tensor, ids: torch.Tensor, axes: Axes):

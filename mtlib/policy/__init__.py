@@ -5,7 +5,7 @@ PyTorch's ops each choose their own derivative at their kinks (see the census ch
 Under :func:`tie_policy` they all follow a single rule, so that different ways of writing
 the same function get the same associated gradient (Def 1 of Despres 2024).
 
-Chapter: maxpool, census.
+Chapter: pools_practice, census.
 """
 
 from __future__ import annotations
