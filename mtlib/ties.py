@@ -28,8 +28,9 @@ and fails if its file is missing here:
    :data:`TRITON_CODES`;
 2. ``representations.py``: :func:`~mtlib.representations.max_piecewise`, the pieces of the
    representation (eq 6) whose associated gradient those weights are;
-3. ``maxpool/_torch.py``: ``forward``/``backward``/``tangent`` store a tie count
-   (``"uniform"``) or a selected tap (one entry per window); a rule that is neither needs new
+3. ``maxpool/_torch.py``: ``forward``/``backward``/``tangent`` store the index of a selected
+   entry per window, or (``"uniform"``) minus the tie count where a window ties; a rule that
+   is neither needs new
    code there and in both kernels of ``maxpool/_triton.py``; ``maxpool/_args.py`` refuses
    ``return_indices`` for a rule without one selected entry; ``maxpool/_dispatch.py`` sends
    only ``"first"`` to PyTorch's native kernels;
