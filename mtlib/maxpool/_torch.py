@@ -236,8 +236,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
         value = _shares(grad, tie_counts(aux)).reshape(-1)[window]
         gx = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
         return gx.index_add_(0, index, value).view_as(x)
-    none = aux < 0
-    return _native_backward(torch.where(none, 0, grad), x, aux.clamp_min(0), axes)
+    if aux.numel() and int(aux.min()) < 0:  # windows lying entirely in the padding
+        grad, aux = torch.where(aux < 0, 0, grad), aux.clamp_min(0)
+    return _native_backward(grad, x, aux, axes)
 
 
 def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
