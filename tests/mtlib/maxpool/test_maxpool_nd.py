@@ -21,6 +21,7 @@ from mtlib.maxpool import (
     adaptive_max_pool2d,
     adaptive_max_pool3d,
     adaptive_tie_counts,
+    max_pool2d,
     max_pool3d,
     window_tie_counts3d,
 )
@@ -349,3 +350,24 @@ def test_missing_triton_or_triton_op_degrades_with_one_warning(monkeypatch):
         assert _args.choose_backend("max_pool3d", "auto", cuda_like) == "torch"
     with pytest.raises(ImportError, match="max_pool3d: backend='triton' needs the `triton` package"):
         _args.choose_backend("max_pool3d", "triton", cuda_like)
+
+
+# --- no Python loop over taps, windows or strides ---------------------------------------------
+
+@pytest.mark.parametrize("ties", RULES)
+def test_cost_does_not_grow_with_kernel_stride_or_output_in_python(ties):
+    """Each case ran a Python loop of 4096 taps, 10**6 stride phases or 2**62 windows before;
+    now each is a handful of tensor ops (bounds 30x above an idle machine's time)."""
+    import time
+
+    x = ties_input((1, 2, 64, 64), seed=5).requires_grad_()
+    max_pool2d(x, 2, ties=ties, backend="torch").sum().backward()  # first-call set-up, untimed
+    start = time.perf_counter()
+    y = max_pool2d(x, 64, ties=ties, backend="torch")  # a global pool: 4096 taps
+    y.sum().backward()
+    assert_same(y, F.max_pool2d(x.detach(), 64))
+    y = max_pool2d(x, 2, stride=1000, ties=ties, backend="torch")  # 1000 x 1000 stride phases
+    assert y.shape == (1, 2, 1, 1)
+    with pytest.raises(RuntimeError):  # PyTorch's own error, at once: no loop over 2**62 windows
+        adaptive_max_pool1d(torch.empty(2, 2, 2), 2**62, ties=ties, backend="torch")
+    assert time.perf_counter() - start < 3.0
