@@ -30,7 +30,7 @@ window lying entirely in the padding (possible with dilation) has index -1 and s
 gradient, where PyTorch returns an index outside the window. The backward is deterministic on every
 backend (PyTorch's CUDA kernels for ``max_pool3d`` and the adaptive pools add with atomics).
 
-Chapter: maxpool, pools_practice, training (the pools of its CNN), census (through mtlib.policy).
+Chapter: maxpool, pools_practice.
 """
 
 from __future__ import annotations
