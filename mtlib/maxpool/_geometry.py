@@ -17,7 +17,6 @@ the order PyTorch's kernels use.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -173,25 +172,3 @@ def output_shape(shape, kernel, stride, padding, dilation, ceil_mode, output_siz
         return (*shape[:2], *output_size)
     return (*shape[:2], *(pool_output_size(L, k, s, p, d, ceil_mode) for L, k, s, p, d
                           in zip(shape[2:], kernel, stride, padding, dilation)))
-
-
-def flat_indices(aux: torch.Tensor, axes: tuple[PoolAxis, ...]) -> torch.Tensor:
-    """PyTorch-style ``return_indices``: flat row-major index over the spatial axes of each
-    output's selected tap (``aux`` from a ``"first"``/``"last"`` forward, shape
-    ``(..., *out)``), ``int64``; -1 for an all-padding window."""
-    tap = aux.long()
-    flat = torch.zeros_like(tap)
-    rest = tap
-    volume = math.prod(ax.kernel for ax in axes)
-    for d, ax in enumerate(axes):
-        volume //= ax.kernel
-        i = rest.div(volume, rounding_mode="floor")
-        rest = rest - i * volume
-        o = torch.arange(ax.out, device=aux.device).view(-1, *[1] * (len(axes) - 1 - d))
-        if ax.adaptive:
-            start = o * ax.size // ax.out
-            index = start + i
-        else:
-            index = o * ax.stride - ax.padding + i * ax.dilation
-        flat = flat * ax.size + index
-    return torch.where(tap >= 0, flat, -1)
