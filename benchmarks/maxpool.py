@@ -18,8 +18,11 @@ vector ISA), the thread count and the ``ATEN_CPU_CAPABILITY``/``MKL_ENABLE_INSTR
 ``ONEDNN_MAX_CPU_ISA`` settings, under ``setting`` (``--setting native`` or ``capped``).
 
 Usage: ``python benchmarks/maxpool.py [--quick] [--large] [--threads 2] [--device cpu|cuda]
-[--setting native] [--append]``; writes ``benchmarks/results/maxpool_<device>.csv`` and ``.png``
-(``--append`` adds the rows to an existing CSV, e.g. a capped-ISA run after a native one).
+[--setting native] [--append] [--out DIR]``; writes the CPU table into the package,
+``mtlib/maxpool/bench/maxpool_cpu.csv`` (its one home: ``mtlib.maxpool.benchmark_results()``
+reads it), a GPU table to ``benchmarks/results/maxpool_cuda.csv`` and the plot to
+``benchmarks/results/maxpool_<device>.png`` (``--out DIR``: both into DIR; ``--append`` adds
+the rows to an existing CSV, e.g. a capped-ISA run after a native one).
 """
 
 from __future__ import annotations
@@ -51,18 +54,25 @@ CASES = [
     ("1d k2s2 (16,64,4096)", (16, 64, 4096), (2, 2, 0)),
     ("3d k2s2 video (8,32,16,56,56)", (8, 32, 16, 56, 56), (2, 2, 0)),
     ("3d k3s2p1 video (4,32,16,56,56)", (4, 32, 16, 56, 56), (3, 2, 1)),
+    ("global k28 (32,256,28,28)", (32, 256, 28, 28), (28, 28, 0)),
+    ("global k64 (8,16,64,64)", (8, 16, 64, 64), (64, 64, 0)),
     ("adaptive 2d ->(1,1) (64,512,7,7)", (64, 512, 7, 7), ("adaptive", (1, 1))),
+    ("adaptive 2d ->(5,5) (32,128,13,13)", (32, 128, 13, 13), ("adaptive", (5, 5))),
+    ("adaptive 2d ->(7,7) (32,512,14,14)", (32, 512, 14, 14), ("adaptive", (7, 7))),
     ("adaptive 2d ->(12,12) (32,64,28,28)", (32, 64, 28, 28), ("adaptive", (12, 12))),
     ("adaptive 1d ->100 (32,128,2048)", (32, 128, 2048), ("adaptive", (100,))),
+    ("adaptive 1d ->64 (32,128,2048)", (32, 128, 2048), ("adaptive", (64,))),
     ("adaptive 3d ->(4,7,7) (8,32,16,28,28)", (8, 32, 16, 28, 28), ("adaptive", (4, 7, 7))),
+    ("adaptive 3d ->(1,1,1) (8,64,8,14,14)", (8, 64, 8, 14, 14), ("adaptive", (1, 1, 1))),
 ]
 LARGE_CASES = [  # inputs above 32 MB (float32): see benchmarks/README.md on allocation costs
     ("large k3s2p1 (32,64,112,112)", (32, 64, 112, 112), (3, 2, 1)),
     ("large 1d k4s4 (32,128,2048)", (32, 128, 2048), (4, 4, 0)),
 ]
-RESULTS = pathlib.Path(__file__).parent / "results"
-# mtlib.maxpool.benchmark_results() reads this copy (the chapter opened alone, e.g. on Colab)
-PACKAGE_COPY = pathlib.Path(mp.__file__).parent / "bench" / "maxpool_cpu.csv"
+RESULTS = pathlib.Path(__file__).parent / "results"  # the plots (and GPU tables)
+# The CPU table's one home: inside the package, read by mtlib.maxpool.benchmark_results() (the
+# chapter opened alone, e.g. on Colab, needs no repository)
+PACKAGE_TABLE = pathlib.Path(mp.__file__).parent / "bench" / "maxpool_cpu.csv"
 IMPLS = ("native", "first", "last", "uniform", "naive_uniform")
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
@@ -222,7 +232,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
                         help="CPU threads (torch; default OMP_NUM_THREADS, else 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="folder for the CSV and plot (default: the CPU table in the "
+                        "package, the plot and a GPU table in benchmarks/results)")
     parser.add_argument("--setting", default="native",
                         help="label of the CPU settings (native, capped), stored in the CSV")
     parser.add_argument("--cases", default=None,
@@ -236,18 +248,19 @@ def main() -> None:
     args.inputs = ["randn"] if args.quick else ["randn", "relu"]
     args.cases = args.cases.split(",") if args.cases else None
     df = run_benchmarks(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"maxpool_{args.device}"
-    if args.append and stem.with_suffix(".csv").exists():
-        df = pd.concat([pd.read_csv(stem.with_suffix(".csv")), df], ignore_index=True)
-    df.to_csv(stem.with_suffix(".csv"), index=False)
-    if args.device == "cpu" and args.out == RESULTS:  # the copy the installed package ships
-        df.to_csv(PACKAGE_COPY, index=False)
-    plot(df[df.setting == df.setting.iloc[0]], stem.with_suffix(".png"))
+    folder = args.out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_path = folder / f"maxpool_{args.device}.png"
+    csv_path = (PACKAGE_TABLE if args.out is None and args.device == "cpu"
+                else folder / f"maxpool_{args.device}.csv")
+    if args.append and csv_path.exists():
+        df = pd.concat([pd.read_csv(csv_path), df], ignore_index=True)
+    df.to_csv(csv_path, index=False)
+    plot(df[df.setting == df.setting.iloc[0]], plot_path)
     table = df.pivot_table(index=["setting", "case", "dtype", "input"], columns="impl",
                            values="ratio_to_native", sort=False)
     print(table[[i for i in IMPLS if i in table.columns]].to_string())
-    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
+    print(f"wrote {csv_path} and {plot_path}")
 
 
 if __name__ == "__main__":
