@@ -231,12 +231,13 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     ``"uniform"``: each output sends ``grad / count`` to every entry of its window equal to its
     max (eq 20 of the paper, window by window); ``"first"``/``"last"``: ``grad`` to the selected
     entry. Overlapping windows add up, in increasing window order (deterministic)."""
-    if ties == "uniform" and bool((aux <= -2).any()):
+    lowest = int(aux.min()) if aux.numel() else 0  # -1: an empty window; below: a tie
+    if ties == "uniform" and lowest <= -2:
         index, window = _members_in_order(x, m, aux, axes)
         value = _shares(grad, tie_counts(aux)).reshape(-1)[window]
         gx = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
         return gx.index_add_(0, index, value).view_as(x)
-    if aux.numel() and int(aux.min()) < 0:  # windows lying entirely in the padding
+    if lowest < 0:  # windows lying entirely in the padding
         grad, aux = torch.where(aux < 0, 0, grad), aux.clamp_min(0)
     return _native_backward(grad, x, aux, axes)
 
