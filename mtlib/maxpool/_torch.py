@@ -124,6 +124,9 @@ def _count(x: torch.Tensor, m: torch.Tensor, axes: Axes) -> torch.Tensor:
     the rows are added as ``int64`` words, eight windows per word: each byte lane sums at most
     255 ones, so no carry crosses into the next window (a SIMD-within-a-register sum, eight
     times fewer additions)."""
+    if all(ax.out == 1 and ax.kernel == ax.size and ax.padding == 0 for ax in axes):
+        # a global pool: each window is a contiguous plane, reduced along it
+        return (x.flatten(2) == m.flatten(2)).sum(dim=2, dtype=torch.int32).view(m.shape)
     win, valid = _tap_major_windows(x, axes)
     k, total = math.prod(ax.kernel for ax in axes), m.numel()
     words = k < 256 and total > 0
