@@ -150,6 +150,7 @@ sweep: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/maxpool.py
 	$(BIN)/python benchmarks/lexicographic.py
+	$(BIN)/python benchmarks/perturbed.py
 
 serve:
 	$(BIN)/python -m http.server --directory _build/html 8000
