@@ -18,6 +18,9 @@ import traceback
 
 import pytest
 
+# The interpreter run takes over a minute: outside the inner loop (make check), inside make test.
+pytestmark = pytest.mark.slow
+
 GROUPS = ("forward", "backward", "first_is_pytorch", "nan", "many_ties_16_bit",
           "empty_batch", "deterministic", "autograd", "opcheck")
 # (pool, input shape, arguments): every geometry class (1-d, 2-d, 3-d; stride, padding,
