@@ -92,3 +92,28 @@ def perturbation_oracle(f, x: torch.Tensor, M: torch.Tensor, e: float = 2.0**-8)
             return grads[0]
         e /= 2
     raise AssertionError("no piece found along the perturbation")
+
+
+def fixed_backward(forward, weights):
+    """``forward`` (a torch function of a flat vector) whose backward returns the rows ``weights``:
+    a backward rule injected on purpose, to test the instruments that judge it."""
+    w = torch.tensor(weights, dtype=torch.float64)
+
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return forward(x)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.reshape(-1) @ w.reshape(grad.numel(), -1)
+
+        @staticmethod
+        def jvp(ctx, tangent):  # forward mode applies the same rows
+            return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
+
+    return Rule.apply

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fixed_backward
 from scipy.optimize import linprog
 
 from mtlib.census import Case, run
@@ -56,26 +57,7 @@ def in_hull(points: np.ndarray, g: np.ndarray, tol: float) -> bool:
 
 def with_backward(f, jac: np.ndarray):
     """``f`` (batched) on a flat vector, its backward returning the rows ``jac``."""
-    w = torch.tensor(jac, dtype=F64)
-
-    class Rule(torch.autograd.Function):
-        @staticmethod
-        def forward(y):
-            return f(y.unsqueeze(0))[0]
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad.reshape(-1) @ w.reshape(grad.numel(), -1)
-
-        @staticmethod
-        def jvp(ctx, tangent):
-            return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
-
-    return Rule.apply
+    return fixed_backward(lambda y: f(y.unsqueeze(0))[0], jac)
 
 
 def candidates(pieces: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:

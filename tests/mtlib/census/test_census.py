@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import fixed_backward
 
 from mtlib.activations import relu_z
 from mtlib.census import (
@@ -246,30 +247,6 @@ def test_kink_derivatives_table():
         assert table[rule].tolist() == [relu_at_0[rule]] * 4
     away = kink_derivatives(relu_formulations(), x=-2.0)
     assert (away.values == 0.0).all()
-
-
-def fixed_backward(forward, weights):
-    """``forward`` (a torch function of a flat vector) whose backward returns the rows ``weights``."""
-    w = torch.tensor(weights, dtype=F64)
-
-    class Rule(torch.autograd.Function):
-        @staticmethod
-        def forward(x):
-            return forward(x)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad.reshape(-1) @ w.reshape(grad.numel(), -1)
-
-        @staticmethod
-        def jvp(ctx, tangent):  # forward mode applies the same rows
-            return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
-
-    return Rule.apply
 
 
 def test_planted_n1_scatter_face_is_associated_not_clarke(records):
