@@ -117,3 +117,12 @@ def fixed_backward(forward, weights):
             return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
 
     return Rule.apply
+
+
+def ties_input(shape, dtype=torch.float64, seed=0, nan=False):
+    """Entries in {-1, 0, 1} so that most windows have ties; optionally a few NaN."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-1, 2, shape, generator=gen).to(dtype)
+    if nan:
+        x.view(-1)[torch.randperm(x.numel(), generator=gen)[:2]] = float("nan")
+    return x

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same, pool_and_grad, share
+from helpers import assert_same, pool_and_grad, share, ties_input
 
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
 from mtlib.maxpool._geometry import pool_axes
@@ -27,15 +27,6 @@ GEOMETRIES_2D = [
     ((3, 3), (3, 3), (1, 1), (2, 2), False),
 ]
 GEOMETRIES_1D = [(2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 2, True), (2, 3, 1, 1, True)]
-
-
-def ties_input(shape, dtype=torch.float64, seed=0, nan=False):
-    """Entries in {-1, 0, 1} so that most windows have ties; optionally a few NaN."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(-1, 2, shape, generator=gen).to(dtype)
-    if nan:
-        x.view(-1)[torch.randperm(x.numel(), generator=gen)[:2]] = float("nan")
-    return x
 
 
 def oracle(x, g, kernel, stride, padding, dilation, ceil_mode, ties):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same, pool_and_grad, share
+from helpers import assert_same, pool_and_grad, share, ties_input
 from torch.utils.checkpoint import checkpoint
 
 from mtlib.maxpool import (
@@ -39,15 +39,6 @@ GEOMETRIES_3D = [
     ((1, 3, 2), (1, 2, 1), (0, 1, 1), (1, 1, 1), True),  # a depth window of one entry
     (3, 3, 1, 2, False),
 ]
-
-
-def ties_input(shape, dtype=torch.float64, seed=0, nan=False):
-    """Entries in {-1, 0, 1}: most windows have ties; optionally two NaN."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(-1, 2, shape, generator=gen).to(dtype)
-    if nan:
-        x.view(-1)[torch.randperm(x.numel(), generator=gen)[:2]] = float("nan")
-    return x
 
 
 def triple(v):
