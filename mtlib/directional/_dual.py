@@ -77,7 +77,8 @@ class Dual(torch.Tensor):
     """
 
     primal: torch.Tensor
-    tangents: torch.Tensor
+    _one: torch.Tensor | None  # the tangent of a k = 1 dual, of the primal's shape (when known)
+    _stack: torch.Tensor | None  # the stacked tangents (k, *shape) (when known)
 
     @staticmethod
     def __new__(cls, primal: torch.Tensor, tangent: torch.Tensor | None = None, *,
@@ -96,8 +97,8 @@ class Dual(torch.Tensor):
                     f"Dual: `tangent` must have the shape of `primal` {tuple(primal.shape)}, "
                     f"got {tuple(tangent.shape)}"
                 )
-            tangents = tangent.unsqueeze(0)
-        elif tangents.dim() != primal.dim() + 1 or tangents.shape[1:] != primal.shape or not len(tangents):
+            return wrap_one(primal.detach(), tangent.to(primal))  # keeps its graph (perturbed_gradient)
+        if tangents.dim() != primal.dim() + 1 or tangents.shape[1:] != primal.shape or not len(tangents):
             raise ValueError(
                 f"Dual: `tangents` must have shape (k, *primal.shape) = (k, "
                 f"{', '.join(map(str, primal.shape))}) with k >= 1, got {tuple(tangents.shape)}"
@@ -108,14 +109,22 @@ class Dual(torch.Tensor):
         super().__init__()
 
     @property
+    def tangents(self) -> torch.Tensor:
+        """The stacked tangents, shape ``(k, *shape)``."""
+        if self._stack is None:
+            self._stack = self._one.unsqueeze(0)
+        return self._stack
+
+    @property
     def tangent(self) -> torch.Tensor:
         """The tangent of a one-direction dual (``k = 1``), of the primal's shape."""
-        if self.tangents.shape[0] != 1:
+        t = one(self)
+        if t is None:
             raise AttributeError(
                 f"Dual.tangent: this dual carries k = {self.tangents.shape[0]} tangents; read "
                 f"`.tangents` (shape (k, *shape))"
             )
-        return self.tangents[0]
+        return t
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -134,9 +143,32 @@ def wrap(primal: torch.Tensor, tangents: torch.Tensor) -> Dual:
     """A :class:`Dual` from a plain primal and stacked tangents ``(k, *shape)`` of its dtype,
     without checks (a tangent dim of size 1 is expanded to the primal's shape)."""
     obj = primal.as_subclass(Dual)
-    obj.primal = primal
-    obj.tangents = tangents.expand(tangents.shape[0], *primal.shape)
+    obj.primal, obj._one = primal, None
+    if tangents.shape[1:] != primal.shape:
+        tangents = tangents.expand(tangents.shape[0], *primal.shape)
+    obj._stack = tangents
     return obj
+
+
+def wrap_one(primal: torch.Tensor, tangent: torch.Tensor) -> Dual:
+    """A one-direction :class:`Dual` (``k = 1``) from a plain primal and a tangent of its dtype
+    (broadcast to its shape), without checks. It is kept without the stacking dim: the rules
+    for ``k = 1`` (:func:`one`) then add no view to the forward and the reverse pass."""
+    obj = primal.as_subclass(Dual)
+    if tangent.shape != primal.shape:
+        tangent = tangent.expand(primal.shape)
+    obj.primal, obj._one, obj._stack = primal, tangent, None
+    return obj
+
+
+def one(a: Dual) -> torch.Tensor | None:
+    """The tangent of a one-direction dual ``a`` (shape of its primal), ``None`` if ``a``
+    carries ``k > 1`` tangents."""
+    if a._one is None:
+        if a._stack.shape[0] != 1:
+            return None
+        a._one = a._stack[0]
+    return a._one
 
 
 def split(a, like=None) -> tuple:
@@ -155,7 +187,17 @@ def split(a, like=None) -> tuple:
 
 def primals(tree):
     """``tree`` with every Dual replaced by its primal."""
+    kind = type(tree)  # the usual arguments first: a flat tuple or dict, or a leaf
+    if kind is tuple and not any(isinstance(a, _NESTED) for a in tree):
+        return tuple(a.primal if isinstance(a, Dual) else a for a in tree)
+    if kind is dict and not any(isinstance(a, _NESTED) for a in tree.values()):
+        return {k: a.primal if isinstance(a, Dual) else a for k, a in tree.items()}
+    if not isinstance(tree, _NESTED):
+        return tree.primal if isinstance(tree, Dual) else tree
     return tree_map(lambda a: a.primal if isinstance(a, Dual) else a, tree)
+
+
+_NESTED = (tuple, list, dict)
 
 
 def op_name(func) -> str:

@@ -20,15 +20,32 @@ from __future__ import annotations
 
 import torch
 
-from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
-from mtlib.directional._order import flatten_dims, lex_max_along, lexmax, lexmin, lexsign
+from mtlib.directional._dual import (
+    Dual,
+    funcs_named,
+    one,
+    op_name,
+    primals,
+    register_rule,
+    split,
+    wrap,
+    wrap_one,
+)
+from mtlib.directional._order import flatten_dims, lex_max_along, lexmax, lexmin, lexsign, lexsign_one
 
 
-def finish(out: torch.Tensor, tangents: torch.Tensor) -> Dual:
+def finish(out: torch.Tensor, tangents: torch.Tensor, stacked: bool = True) -> Dual:
+    """The dual ``(out, tangents)``, NaN tangents where ``out`` is NaN; ``stacked=False`` for
+    the one tangent of a ``k = 1`` rule (shape of ``out``)."""
     tangents = tangents.to(out.dtype)
     if torch.isnan(out.sum()):  # a cheap screen: a sum is NaN if an entry is (or if inf meets -inf)
         tangents = torch.where(out.isnan(), out, tangents)
-    return wrap(out, tangents)
+    return wrap(out, tangents) if stacked else wrap_one(out, tangents)
+
+
+def single(x) -> torch.Tensor | None:
+    """The tangent of ``x`` if it is a one-direction dual (see :func:`~mtlib.directional._dual.one`)."""
+    return one(x) if isinstance(x, Dual) else None
 
 
 def _pair(a, b):
@@ -128,8 +145,11 @@ def _relu_rule(func, args, kwargs):
 
     x, inplace = bind(*args, **kwargs)
     _no_inplace(func, inplace)
+    out, t = func(*primals(args), **primals(kwargs)), single(x)
+    if t is not None:
+        return finish(out, t * lexsign_one(x.primal, t).clamp_(min=0), stacked=False)
     v, t = split(x)
-    return finish(func(*primals(args), **primals(kwargs)), t * lexsign(v, t).clamp(min=0))
+    return finish(out, t * lexsign(v, t).clamp(min=0))
 
 
 def _leaky_relu_rule(func, args, kwargs):
@@ -138,17 +158,25 @@ def _leaky_relu_rule(func, args, kwargs):
 
     x, slope, inplace = bind(*args, **kwargs)
     _no_inplace(func, inplace)
+    out, t = func(*primals(args), **primals(kwargs)), single(x)
+    if t is not None:
+        positive = lexsign_one(x.primal, t).clamp_(min=0)
+        return finish(out, t * (positive + slope * (1 - positive)), stacked=False)
     v, t = split(x)  # the side of the perturbed point is fsign(v, t_1, ..., t_k)
     positive = lexsign(v, t).clamp(min=0)  # 1 on the positive side, else 0 (arithmetic: fast)
-    return finish(func(*primals(args), **primals(kwargs)), t * (positive + slope * (1 - positive)))
+    return finish(out, t * (positive + slope * (1 - positive)))
 
 
 def _abs_rule(func, args, kwargs):
     def bind(input):
         return input
 
-    v, t = split(bind(*args, **kwargs))
-    return finish(func(*primals(args), **primals(kwargs)), lexsign(v, t) * t)
+    x = bind(*args, **kwargs)
+    out, t = func(*primals(args), **primals(kwargs)), single(x)
+    if t is not None:
+        return finish(out, lexsign_one(x.primal, t) * t, stacked=False)
+    v, t = split(x)
+    return finish(out, lexsign(v, t) * t)
 
 
 def _clamp_parts(x, low, high):

@@ -23,12 +23,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtlib.directional._dual import Dual, funcs_named, primals, split, wrap
+from mtlib.directional._dual import Dual, funcs_named, one, primals, split, wrap, wrap_one
 from mtlib.directional._order import align
 
 
 def _duals(args, kwargs) -> list:
     return [a for a in (*args, *kwargs.values()) if isinstance(a, Dual)]
+
+
+def _single(*duals) -> bool:
+    """Whether every dual among ``duals`` (``None`` and constants skipped) carries one tangent:
+    then the rules below take the tangents as they are, of the primals' shapes (``one``)."""
+    return all(one(a) is not None for a in duals if isinstance(a, Dual))
 
 
 def _reshape(func, args, kwargs):
@@ -37,8 +43,19 @@ def _reshape(func, args, kwargs):
     if not isinstance(args[0], Dual):
         return None
     out = func(*primals(args), **primals(kwargs))
+    if _single(args[0]):
+        return wrap_one(out, one(args[0]).reshape(out.shape))
     t = args[0].tangents
     return wrap(out, t.reshape(t.shape[0], *out.shape))
+
+
+def _total(parts: list) -> torch.Tensor:
+    """``parts[0] + parts[1] + ...``, added in place into ``parts[0]`` (a fresh product whose
+    backward does not read it) when there are several: fewer fresh pages, the same sums."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.add_(part)
+    return total
 
 
 def _linear(func, args, kwargs):
@@ -48,6 +65,14 @@ def _linear(func, args, kwargs):
     x, weight, bias = bind(*args, **kwargs)
     out = func(*primals(args), **primals(kwargs))
     parts = []
+    if _single(x, weight, bias):  # the same sum, without the stacking dim
+        if isinstance(x, Dual):
+            parts.append(F.linear(one(x), primals(weight)))
+        if isinstance(weight, Dual):
+            parts.append(F.linear(primals(x), one(weight)))
+        if isinstance(bias, Dual):
+            parts.append(one(bias))
+        return wrap_one(out, _total(parts))
     if isinstance(x, Dual):
         parts.append(F.linear(x.tangents, primals(weight)))
     if isinstance(weight, Dual):  # x W_t^T for each tangent W_t (k > 1: one batched matmul)
@@ -73,6 +98,14 @@ def _conv(nd: int):
             return None  # k > 1 tangents fold into the output channels only without groups
         out = func(*primals(args), **primals(kwargs))
         parts = []
+        if _single(x, weight, bias):  # the same sum, without the stacking dim
+            if isinstance(x, Dual):
+                parts.append(func(one(x), wv, None, *rest))
+            if isinstance(weight, Dual):
+                parts.append(func(xv, one(weight), None, *rest))
+            if isinstance(bias, Dual):
+                parts.append(one(bias).reshape(-1, *([1] * nd)))
+            return wrap_one(out, _total(parts))
         if isinstance(x, Dual):
             t = x.tangents
             if channel:  # batched: fold k into the batch
@@ -124,15 +157,23 @@ def _reduce(func, args, kwargs):
         return None
     out = func(*primals(args), **primals(kwargs))
     dims = _dims(x, dim)
+    reduce = torch.sum if "sum" in func.__name__ else torch.mean
+    if _single(x):
+        t = one(x)
+        if not dims:
+            return wrap_one(out, t)
+        reduced = reduce(t, dim=tuple(d - 1 for d in dims), keepdim=bool(keepdim))
+        return wrap_one(out, reduced.reshape(out.shape))
     t = x.tangents
     if not dims:
         return wrap(out, t)
-    reduce = torch.sum if "sum" in func.__name__ else torch.mean
     return wrap(out, reduce(t, dim=dims, keepdim=bool(keepdim)).reshape(t.shape[0], *out.shape))
 
 
 def _neg(func, args, kwargs):
     (x,) = args
+    if _single(x):
+        return wrap_one(func(x.primal), -one(x))
     return wrap(func(x.primal), -x.tangents)
 
 
@@ -148,6 +189,8 @@ def _arith(op: str):
         out = func(*primals(args))
         if not isinstance(out, torch.Tensor) or not out.is_floating_point():
             return None
+        if _single(a, b):  # the same arithmetic on the tangents of one direction
+            return wrap_one(out, _arith_one(op, a, b, out))
         (va, ta), (vb, tb) = split(a, like=out), split(b, like=out)
         nd = out.dim()
         ta, tb = align(ta, nd), align(tb, nd)
@@ -162,6 +205,19 @@ def _arith(op: str):
         return wrap(out, t)
 
     return rule
+
+
+def _arith_one(op: str, a, b, out) -> torch.Tensor:
+    da, db = isinstance(a, Dual), isinstance(b, Dual)
+    va, vb = (a.primal if da else a), (b.primal if db else b)
+    ta, tb = (one(a) if da else None), (one(b) if db else None)
+    if op == "mul":
+        left, right = (ta * vb if da else None), (va * tb if db else None)
+    elif op == "div":
+        left, right = ta / vb, None
+    else:
+        left, right = ta, (tb if op == "add" else -tb) if db else None
+    return left + right if da and db else (left if da else right)
 
 
 _RIGHT = set(funcs_named("__rmatmul__", "__radd__", "__rsub__", "__rmul__"))

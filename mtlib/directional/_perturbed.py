@@ -44,7 +44,7 @@ from collections.abc import Callable
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from mtlib.directional._dual import Dual, wrap
+from mtlib.directional._dual import Dual, one, wrap_one
 
 _FN = "perturbed_gradient"
 
@@ -114,13 +114,13 @@ def perturbed_gradient(f: Callable, inputs, *, direction=None, generator: torch.
         _check_leaf("inputs", i, leaf, spec)
     tangents = _directions(leaves, spec, direction, generator)
     with torch.enable_grad():
-        duals = [wrap(leaf.detach(), m.unsqueeze(0)) for leaf, m in zip(leaves, tangents)]
+        duals = [wrap_one(leaf.detach(), m) for leaf, m in zip(leaves, tangents)]
         out = f(tree_unflatten(duals, spec))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{_FN}: `f` must return a tensor, got {type(out).__name__}")
         if out.numel() != 1:
             raise ValueError(f"{_FN}: `f` must return one number, got shape {tuple(out.shape)}")
-        slope = out.tangents.reshape(()) if isinstance(out, Dual) else None
+        slope = one(out).reshape(()) if isinstance(out, Dual) else None
         grads = [None] * len(leaves)
         if slope is not None and slope.requires_grad:
             grads = torch.autograd.grad(slope, tangents, allow_unused=True)
@@ -149,14 +149,15 @@ def _directions(leaves, spec, direction, generator) -> list[torch.Tensor]:
         device = None if generator is None else generator.device
         drawn = [torch.randn(leaf.shape, generator=generator, device=device or leaf.device)
                  for leaf in leaves]  # float32: the draw costs a fifth of float64's
-    else:
-        drawn, dspec = tree_flatten(direction)
-        if dspec != spec:
-            raise ValueError(f"{_FN}: `direction` must have the structure of `inputs` ({spec}), "
-                             f"got {dspec}")
-        for i, (m, leaf) in enumerate(zip(drawn, leaves)):
-            _check_leaf("direction", i, m, spec)
-            if m.shape != leaf.shape:
-                raise ValueError(f"{_FN}: `direction` entry {i} must have the shape "
-                                 f"{tuple(leaf.shape)} of its input, got {tuple(m.shape)}")
+        return [(m if m.dtype == leaf.dtype and m.device == leaf.device else m.to(leaf)).requires_grad_()
+                for m, leaf in zip(drawn, leaves)]
+    drawn, dspec = tree_flatten(direction)
+    if dspec != spec:
+        raise ValueError(f"{_FN}: `direction` must have the structure of `inputs` ({spec}), "
+                         f"got {dspec}")
+    for i, (m, leaf) in enumerate(zip(drawn, leaves)):
+        _check_leaf("direction", i, m, spec)
+        if m.shape != leaf.shape:
+            raise ValueError(f"{_FN}: `direction` entry {i} must have the shape "
+                             f"{tuple(leaf.shape)} of its input, got {tuple(m.shape)}")
     return [m.detach().to(leaf).requires_grad_() for m, leaf in zip(drawn, leaves)]

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import mtlib.maxpool  # noqa: F401  (defines the torch.ops.mtlib pool operators registered below)
-from mtlib.directional._dual import funcs_named, op_name, primals, register_rule, split
-from mtlib.directional._kinks import finish
+from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split
+from mtlib.directional._kinks import finish, single
 from mtlib.directional._order import NEG_INF, first_index, lex_max_along, winners
 
 
@@ -35,27 +35,69 @@ def _window_max(wv, valid, wt, out) -> torch.Tensor:
 
 
 def _tiled_tangent(v, t, out, kernel, nd: int) -> torch.Tensor:
-    """One tangent (``k = 1``) and windows that tile the input (stride = kernel, no padding,
-    no dilation): the winner's tangent is the largest tangent among the window's maxima, one
-    torch max pool of the tangents masked by the tie sets, without copying windows. Torch's
-    first maximum among equal tangents is the first lexicographic winner, as
+    """One tangent ``t`` (``k = 1``, of ``v``'s shape, not stacked) and windows that tile the
+    input (stride = kernel, no padding, no dilation): the winner of a window is its entry with
+    the largest tangent among the window's maxima. One torch max pool of the tangents masked by
+    the tie sets finds it, without copying windows; the tangent is then gathered at that index
+    (the reverse pass scatters into the winners only). Torch's first maximum among equal
+    tangents is the first lexicographic winner, as
     :func:`~mtlib.directional._order.lex_max_along` takes."""
+    lead, sizes = v.shape[:v.dim() - nd], v.shape[v.dim() - nd:]
     outs = out.shape[out.dim() - nd:]
-    crop = (Ellipsis, *(slice(0, o * k) for o, k in zip(outs, kernel)))
-    v, t = v[crop], t.squeeze(0).expand(v.shape)[crop]  # cells after the last window are in none
-    lead = v.shape[:v.dim() - nd]
-    grid = [n for o, k in zip(outs, kernel) for n in (o, k)]
-    gap = v.reshape(*lead, *grid) - out.reshape(*lead, *[n for o in outs for n in (o, 1)])
-    if torch.isfinite(gap.sum()):  # t + log(1 + sign(gap)): t on the tie set, -inf off it
-        masked = t + torch.log1p(torch.sign(gap)).reshape(v.shape)  # (torch.where is slow on CPU)
+    cropped = tuple(o * k for o, k in zip(outs, kernel))  # cells after the last window are in none
+    crop = (Ellipsis, *(slice(0, n) for n in cropped))
+    v, out = v.detach(), out.detach()  # the choice of the winners: no graph
+    tc = t.detach()[crop].reshape(1, -1, *cropped)
+    # torch's channels-last max pool is several times faster on CPU than the contiguous one
+    layout = torch.channels_last if nd == 2 else torch.contiguous_format
+    masked = torch.empty(tc.shape, dtype=tc.dtype, device=tc.device, memory_format=layout)
+    windows = [n for o, k in zip(outs, kernel) for n in (o, k)]
+    cells = v[crop].reshape(-1, *windows)  # (windows of a grid cell, cells of a window) per axis
+    grid = out.reshape(-1, *[n for o in outs for n in (o, 1)])
+    gap = torch.sub(cells, grid, out=masked[0].reshape(-1, *windows))  # <= 0, 0 on the tie sets
+    if torch.isfinite(gap.sum()):  # t on the tie set, -inf off it: sign(gap) * big * big overflows
+        big = torch.finfo(gap.dtype).max  # (arithmetic, in place: torch.where is slow on CPU)
+        gap.sign_().mul_(big)
+        torch.add(tc, masked, alpha=big, out=masked)
     else:  # infinite or NaN values
-        masked = torch.where((gap == 0).reshape(v.shape), t, NEG_INF)
-    pooled = _MAX_POOLS[nd](masked.reshape(-1, *masked.shape[len(lead):]), kernel)  # any batch dims
-    return pooled.reshape(1, *out.shape)
+        masked.copy_(torch.where(cells == grid, tc.reshape(cells.shape), NEG_INF).reshape(tc.shape))
+    index = _MAX_POOLS[nd](masked, kernel, return_indices=True)[1].reshape(math.prod(lead), -1)
+    if cropped != tuple(sizes):  # the index into the cropped window grid, into the whole input
+        flat, stride = torch.zeros_like(index), 1
+        for n, c in zip(reversed(sizes), reversed(cropped)):
+            flat += (index % c) * stride
+            index, stride = index // c, stride * n
+        index = flat
+    return t.reshape(math.prod(lead), -1).gather(1, index).reshape(out.shape)
 
 
-def _tiles(sizes, outs, kernel) -> bool:
-    return all(o * k <= n for n, o, k in zip(sizes, outs, kernel))
+def _tiling(v, out, kernel_size, stride, padding, dilation, nd: int):
+    """The kernel as a tuple if the windows tile the input (stride = kernel, no padding, no
+    dilation, every window inside the input), else ``None``."""
+    k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
+    s = _ntuple(stride, nd) if stride not in (None, (), []) else k
+    sizes, outs = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
+    if s == k and not any(p) and set(d) == {1} and all(o * n <= m for m, o, n in zip(sizes, outs, k)):
+        return k
+    return None
+
+
+def _adaptive_tiling(v, out, nd: int):
+    """The kernel of an adaptive pool whose windows are equal and tile the input, else ``None``."""
+    sizes, outs = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
+    if all(n % o == 0 for n, o in zip(sizes, outs)):
+        return tuple(n // o for n, o in zip(sizes, outs))
+    return None
+
+
+def _pool_finish(x, out, tiled, general) -> Dual:
+    """The dual of a pool's value ``out``: the one-tangent tiled path where it applies (``tiled``:
+    a kernel or ``None``), else ``general(v, stacked tangents)``."""
+    t = single(x)
+    if t is not None and tiled is not None:
+        return finish(out, _tiled_tangent(x.primal, t, out, tiled, len(tiled)), stacked=False)
+    v, t = split(x)
+    return finish(out, general(v, t))
 
 
 def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> torch.Tensor:
@@ -69,8 +111,9 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
     k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
     s = _ntuple(stride, nd) if stride not in (None, (), []) else k
     sizes, out_sizes = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
-    if t.shape[0] == 1 and s == k and not any(p) and set(d) == {1} and _tiles(sizes, out_sizes, k):
-        return _tiled_tangent(v, t, out, k, nd)
+    tiled = _tiling(v, out, kernel_size, stride, padding, dilation, nd)
+    if t.shape[0] == 1 and tiled is not None:
+        return _tiled_tangent(v, t[0], out, tiled, nd).unsqueeze(0)
     pads = []
     for i in reversed(range(nd)):
         need = (out_sizes[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1
@@ -107,9 +150,9 @@ def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
     """Tangents of the lexicographic max of each adaptive-pool window: along an axis of length
     ``L`` with ``n`` outputs, window ``o`` is ``[floor(o L / n), ceil((o + 1) L / n))`` (torch's
     windows). Windows are gathered to the longest one's length, the extra cells masked."""
-    sizes, outs = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
-    if t.shape[0] == 1 and all(n % o == 0 for n, o in zip(sizes, outs)):  # equal windows tile
-        return _tiled_tangent(v, t, out, tuple(n // o for n, o in zip(sizes, outs)), nd)
+    tiled = _adaptive_tiling(v, out, nd)
+    if t.shape[0] == 1 and tiled is not None:  # equal windows tile
+        return _tiled_tangent(v, t[0], out, tiled, nd).unsqueeze(0)
     t = t.expand(t.shape[0], *v.shape)
     valid = torch.ones_like(v, dtype=torch.bool)
     parts = [v, valid, t]
@@ -159,8 +202,8 @@ def _pool_rule(nd: int):
         if return_indices:
             _indices_rule(func, args, kwargs)
         out = func(*primals(args), **primals(kwargs))
-        v, t = split(x)
-        return finish(out, pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd))
+        return _pool_finish(x, out, _tiling(x.primal, out, kernel_size, stride, padding, dilation, nd),
+                            lambda v, t: pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd))
 
     return rule
 
@@ -174,8 +217,8 @@ def _adaptive_rule(nd: int):
         if return_indices:
             _indices_rule(func, args, kwargs)
         out = func(*primals(args), **primals(kwargs))
-        v, t = split(x)
-        return finish(out, adaptive_tangent(v, t, out, nd))
+        return _pool_finish(x, out, _adaptive_tiling(x.primal, out, nd),
+                            lambda v, t: adaptive_tangent(v, t, out, nd))
 
     return rule
 
@@ -187,13 +230,15 @@ def _mtlib_pool_rule(func, args, kwargs):
     names = [a.name for a in _schema(func).arguments]
     bound = dict(zip(names, args), **kwargs)
     out, aux = func(*primals(args), **primals(kwargs))
-    v, t = split(bound["x"])
+    x = bound["x"]
     if bound.get("output_size"):
-        tangent = adaptive_tangent(v, t, out, len(bound["output_size"]))
-    else:
-        tangent = pool_tangent(v, t, out, bound["kernel"], bound["stride"], bound["padding"],
-                               bound["dilation"], len(bound["kernel"]))
-    return finish(out, tangent), aux
+        nd = len(bound["output_size"])
+        return _pool_finish(x, out, _adaptive_tiling(x.primal, out, nd),
+                            lambda v, t: adaptive_tangent(v, t, out, nd)), aux
+    kernel, stride, padding, dilation = (bound[k] for k in ("kernel", "stride", "padding", "dilation"))
+    nd = len(kernel)
+    return _pool_finish(x, out, _tiling(x.primal, out, kernel, stride, padding, dilation, nd),
+                        lambda v, t: pool_tangent(v, t, out, kernel, stride, padding, dilation, nd)), aux
 
 
 def _schema(func):

@@ -19,7 +19,17 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from mtlib.directional._dual import Dual, funcs_named, op_name, primals, register_rule, split, wrap
+from mtlib.directional._dual import (
+    Dual,
+    funcs_named,
+    one,
+    op_name,
+    primals,
+    register_rule,
+    split,
+    wrap,
+    wrap_one,
+)
 from mtlib.directional._linear import FAST
 from mtlib.directional._order import lexcmp, lexsign
 
@@ -49,18 +59,18 @@ def smooth_rule(func, args, kwargs):
         return func(*a, **k)
 
     xs = tuple(leaves[i].primal for i in slots)
+    singles = [one(leaves[i]) for i in slots]
+    if all(t is not None for t in singles):  # k = 1
+        out, tan = torch.func.jvp(call, xs, tuple(singles))
+        return tree_map(lambda o, t: _wrap_output(func, o, t, stacked=False), out, tan)
     ts = [leaves[i].tangents for i in slots]
     k = max(t.shape[0] for t in ts)
-    if k == 1:
-        out, tan = torch.func.jvp(call, xs, tuple(t[0] for t in ts))
-        tan = tree_map(lambda o: o.unsqueeze(0) if isinstance(o, torch.Tensor) else o, tan)
-    else:
-        ts = tuple(t.expand(k, *t.shape[1:]) for t in ts)
-        out, tan = torch.func.vmap(lambda *t: torch.func.jvp(call, xs, t), out_dims=(None, 0))(*ts)
+    ts = tuple(t.expand(k, *t.shape[1:]) for t in ts)
+    out, tan = torch.func.vmap(lambda *t: torch.func.jvp(call, xs, t), out_dims=(None, 0))(*ts)
     return tree_map(lambda o, t: _wrap_output(func, o, t), out, tan)
 
 
-def _wrap_output(func, out, tan):
+def _wrap_output(func, out, tan, stacked=True):
     if not isinstance(out, torch.Tensor):
         return out
     if not out.is_floating_point():
@@ -68,7 +78,7 @@ def _wrap_output(func, out, tan):
             f"mtlib.directional: `{op_name(func)}` returns a {out.dtype} tensor, which is piecewise "
             f"constant in its input: it has no directional derivative to propagate"
         )
-    return wrap(out, tan)
+    return wrap(out, tan) if stacked else wrap_one(out, tan)
 
 
 def cross_entropy_rule(func, args, kwargs):
@@ -91,6 +101,9 @@ def cross_entropy_rule(func, args, kwargs):
     slope = torch.softmax(z.primal, dim=1).scatter_add(1, target.clamp(min=0).unsqueeze(1), -keep) * keep
     if reduction == "mean":
         slope = slope / keep.sum()
+    t = one(z)
+    if t is not None:
+        return wrap_one(out, (t * slope).sum())
     return wrap(out, (z.tangents * slope).sum(dim=(1, 2)))
 
 
