@@ -31,7 +31,8 @@ and fails if its file is missing here:
 3. ``maxpool/_torch.py``: ``forward``/``backward``/``tangent`` store the index of a selected
    entry per window, or (``"uniform"``) minus the tie count where a window ties; a rule that
    is neither needs new
-   code there and in both kernels of ``maxpool/_triton.py``; ``maxpool/_args.py`` refuses
+   code there, in both kernels of ``maxpool/_triton.py`` and in the compiled CPU forward of
+   ``maxpool/_compiled.py`` (``"last"``/``"uniform"``); ``maxpool/_args.py`` refuses
    ``return_indices`` for a rule without one selected entry; ``maxpool/_dispatch.py`` sends
    only ``"first"`` to PyTorch's native kernels;
 4. ``policy/_ops.py``: ``reduce_with_indices`` (which index ``torch.max(x, dim)`` returns
@@ -43,8 +44,8 @@ and fails if its file is missing here:
 7. tests: every test that takes the ``tie_rule`` fixture (``tests/conftest.py``) runs the new
    rule at once; those with a table of expected values per rule fail until its values are
    written: ``tests/mtlib/test_ties.py``, ``tests/mtlib/policy/test_policy.py``,
-   ``tests/mtlib/census/test_census.py``, and the brute-force ``oracle`` of
-   ``tests/mtlib/maxpool/test_maxpool.py``.
+   ``tests/mtlib/census/test_census.py``, and the brute-force ``pool_oracle`` of
+   ``tests/helpers.py``.
 
 Chapter: notation, theorem, tangent, boustany, maxpool, census, lipschitz, related, results.
 """

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -117,6 +119,60 @@ def fixed_backward(forward, weights):
             return (w.reshape(-1, tangent.numel()) @ tangent).reshape(w.shape[:-1])
 
     return Rule.apply
+
+
+# --- brute-force max pools (the maxpool suites) ---------------------------------------------------
+
+def strided_windows(size, kernel, stride, padding, dilation, out):
+    """Per output, the input indices of its taps inside the input (the definition, not PoolAxis)."""
+    return [[t for i in range(kernel) if 0 <= (t := o * stride - padding + i * dilation) < size]
+            for o in range(out)]
+
+
+def adaptive_windows(size, out):
+    """PyTorch's adaptive windows: [floor(o L / out), ceil((o + 1) L / out))."""
+    return [list(range(o * size // out, -(-(o + 1) * size // out))) for o in range(out)]
+
+
+def pool_oracle(x, g, windows, ties):
+    """Window by window from the definitions, on ``(N, C, *S)`` float ``x`` with ``windows`` one
+    list of per-output index lists per spatial axis: ``(out, grad, counts, index)``.
+
+    Taps in row-major order; the tie set is the entries equal to the max, or the NaN entries of
+    a NaN window ("first" then takes the last one, as PyTorch's scan; "last" the first). An
+    empty window gives -inf, count 0 and index -1. ``grad`` accumulates in x's dtype: windows
+    that send to one entry in row-major window order, then ("uniform") the windows with ties
+    add their shares, in row-major window order (mtlib's documented order)."""
+    spatial = x.shape[2:]
+    outs = [len(w) for w in windows]
+    out = torch.full((*x.shape[:2], *outs), float("-inf"), dtype=x.dtype)
+    counts = torch.zeros(out.shape, dtype=torch.int32)
+    index = torch.full(out.shape, -1, dtype=torch.long)
+    grad = torch.zeros_like(x)
+    flat_x, flat_g = x.reshape(*x.shape[:2], -1), grad.view(*x.shape[:2], -1)
+    tied = []
+    for b, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for o in itertools.product(*(range(n) for n in outs)):
+            taps = [sum(i * math.prod(spatial[d + 1:]) for d, i in enumerate(t))
+                    for t in itertools.product(*(w[i] for w, i in zip(windows, o)))]
+            if not taps:
+                continue
+            vals = [flat_x[b, c, t].item() for t in taps]
+            nans = [t for t, v in zip(taps, vals) if math.isnan(v)]
+            top = float("nan") if nans else max(vals)
+            tie = nans or [t for t, v in zip(taps, vals) if v == top]
+            out[(b, c, *o)], counts[(b, c, *o)] = top, len(tie)
+            gw = g[(b, c, *o)]
+            if ties == "uniform" and len(tie) >= 2:
+                tied.append((b, c, tie, share(gw, len(tie))))
+            else:
+                pick = tie[0] if (ties == "first") != bool(nans) else tie[-1]
+                flat_g[b, c, pick] += gw
+                index[(b, c, *o)] = pick
+    for b, c, tie, gs in tied:
+        for t in tie:
+            flat_g[b, c, t] += gs
+    return out, grad, counts, index
 
 
 def ties_input(shape, dtype=torch.float64, seed=0, nan=False):

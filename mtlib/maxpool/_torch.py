@@ -4,25 +4,28 @@
 adaptive windows, :class:`mtlib.maxpool._geometry.PoolAxis`). PyTorch's own kernel computes
 what it computes right, and vectorized tensor ops do the rest:
 
-* forward: ``F.max_pool{2,3}d`` / ``F.adaptive_max_pool{2,3}d`` with ``return_indices`` give
-  the window max ``m`` (bit for bit PyTorch's value) and the first maximal entry (the last
-  NaN of a NaN window: PyTorch's ``v > max or isnan(v)`` scan). The tie count
-  ``|T_w| = #{p in w : x_p = m_w}`` (NaN entries in a NaN window) is one comparison of the
-  windows of ``x`` with ``m`` and a sum over the taps, on views (``unfold``) or one gather
-  per axis (``index_select``) for adaptive ones, laid out tap-major so that the sum adds
-  output-sized rows. Only the windows with ``|T_w| >= 2``, usually few, are gathered tap by
-  tap (:func:`_tie_members`).
+* forward: on a large CPU input with strided windows, ``"last"`` and ``"uniform"`` run as one
+  compiled loop (:mod:`mtlib.maxpool._compiled`). Otherwise ``F.max_pool{2,3}d`` /
+  ``F.adaptive_max_pool{2,3}d`` with ``return_indices`` give the window max ``m`` (bit for bit
+  PyTorch's value) and the first maximal entry (the last NaN of a NaN window: PyTorch's
+  ``v > max or isnan(v)`` scan), and the tie count ``|T_w| = #{p in w : x_p = m_w}`` (NaN
+  entries in a NaN window) is one comparison of the windows of ``x`` with ``m`` and a sum over
+  the taps, on views (``unfold``) or one gather per axis (``index_select``) for adaptive ones,
+  laid out tap-major so that the sum adds output-sized rows. Only the windows with
+  ``|T_w| >= 2``, usually few, are gathered tap by tap (:func:`_tie_members`).
 * the companion ``aux`` (``int64``, per output) is an index as PyTorch's ``return_indices``
   gives (flat over the spatial axes): for ``"first"``/``"last"`` the selected entry (-1 for a
   window lying entirely in the padding); for ``"uniform"`` the maximal entry when
   ``|T_w| = 1``, ``-|T_w|`` when ``|T_w| >= 2``, and -1 for an empty window (:func:`tie_counts`
   decodes it);
-* backward: when every window sends its gradient to one entry, PyTorch's backward kernel
-  (``max_pool{2,3}d_with_indices_backward`` / ``adaptive_max_pool{2,3}d_backward``) with
-  those indices; ``"uniform"`` with ties lists every (entry, ``g_w / |T_w|``) pair in
-  row-major window order and adds them with one ``index_add_``, a sequential loop in C on
-  CPU, so each input position sums its windows in increasing order, in the dtype of ``x``,
-  as PyTorch's CPU kernel does. Deterministic: no atomics on CPU.
+* backward: PyTorch's backward kernel (``max_pool{2,3}d_with_indices_backward`` /
+  ``adaptive_max_pool{2,3}d_backward``) sends each window's gradient to its one selected
+  entry; under ``"uniform"`` the windows with ties send nothing there, and then their
+  (entry, ``g_w / |T_w|``) pairs, in row-major window order, are added with one
+  ``index_add_`` (a sequential loop in C on CPU). So each input position sums, in the dtype of
+  ``x``, first the windows that select it (in increasing window order, as PyTorch's CPU kernel
+  does) and then the tied windows that share into it (in increasing window order).
+  Deterministic: no atomics on CPU.
 
 The backward compares ``x`` with the *saved* max (an entry of ``x``, so the comparison is exact)
 and divides by the *saved* count, so a recomputation cannot change which entries tie.
@@ -35,6 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mtlib.maxpool import _compiled
 from mtlib.maxpool._geometry import PoolAxis, pool_output_size
 
 Axes = tuple[PoolAxis, ...]
@@ -171,6 +175,9 @@ def tie_counts(aux: torch.Tensor) -> torch.Tensor:
 
 def forward(x: torch.Tensor, axes: Axes, ties: str):
     """Window max and its ``int64`` companion (see the module docstring), ``(N, C, *out)``."""
+    fast = None if ties == "first" else _compiled.forward(x, axes, ties)
+    if fast is not None:
+        return fast
     m, index = _native_forward(x, axes)
     empty = _empty(axes, x.device)
     if empty is not None:
@@ -178,7 +185,9 @@ def forward(x: torch.Tensor, axes: Axes, ties: str):
     if ties == "first":
         return m, index
     # windows with a tie, a NaN max (it counts 0) or no entry: gathered tap by tap
-    ids = (_count(x, m, axes) != 1).flatten().nonzero().squeeze(1)
+    count = _compiled.tie_count(x, m, axes)
+    count = _count(x, m, axes) if count is None else count
+    ids = (count != 1).flatten().nonzero().squeeze(1)
     if not len(ids):
         return m, index
     taps, _, member = _tie_members(x, m, ids, axes)
@@ -205,26 +214,15 @@ def _shares(grad: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return (grad.to(acc) / count.clamp_min(1).to(acc)).to(grad.dtype)
 
 
-def _members_in_order(x, m, aux, axes):
-    """Every (input entry, window) pair of the ``"uniform"`` tie sets, windows in row-major
-    order and taps in row-major order within a window, flat over ``(N, C, *S)`` and
-    ``(N, C, *out)``."""
-    count = tie_counts(aux).flatten()
-    offsets = count.cumsum(0) - count
-    index = torch.empty(int(count.sum()), dtype=torch.long, device=x.device)
-    window = torch.empty_like(index)
-    out_total = math.prod(ax.out for ax in axes)
-    in_total = math.prod(ax.size for ax in axes)
-    single = (count == 1).nonzero().squeeze(1)
-    index[offsets[single]] = aux.reshape(-1)[single] + single // out_total * in_total
-    window[offsets[single]] = single
-    tied = (count >= 2).nonzero().squeeze(1)
-    taps, plane, member = _tie_members(x, m, tied, axes)
+def _tied(x, m, aux, axes):
+    """The ``"uniform"`` windows with ``|T_w| >= 2`` (flat over ``(N, C, *out)``) and their
+    tie sets: per (window, member) pair, in row-major window order and row-major tap order
+    within a window, the member's flat index in ``x.reshape(-1)`` and the pair's row in
+    ``ids``."""
+    ids = (aux <= -2).flatten().nonzero().squeeze(1)
+    taps, plane, member = _tie_members(x, m, ids, axes)
     rows, cols = member.nonzero(as_tuple=True)
-    slots = offsets[tied[rows]] + member.cumsum(dim=1)[rows, cols] - 1
-    index[slots] = taps[rows, cols] + plane[rows]
-    window[slots] = tied[rows]
-    return index, window
+    return ids, taps[rows, cols] + plane[rows], rows
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
@@ -233,16 +231,21 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
 
     ``"uniform"``: each output sends ``grad / count`` to every entry of its window equal to its
     max (eq 20 of the paper, window by window); ``"first"``/``"last"``: ``grad`` to the selected
-    entry. Overlapping windows add up, in increasing window order (deterministic)."""
+    entry. Deterministic order of the sums, in ``x``'s dtype: PyTorch's backward kernel adds the
+    windows that send to one entry, in increasing window order; then the windows with ties add
+    their shares, in increasing window order (an entry that several overlapping windows reach
+    may so get its sum in another order than a window-by-window loop: the last bit of a 16-bit
+    float can differ; disjoint windows are unaffected)."""
     lowest = int(aux.min()) if aux.numel() else 0  # -1: an empty window; below: a tie
-    if ties == "uniform" and lowest <= -2:
-        index, window = _members_in_order(x, m, aux, axes)
-        value = _shares(grad, tie_counts(aux)).reshape(-1)[window]
-        gx = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
-        return gx.index_add_(0, index, value).view_as(x)
-    if lowest < 0:  # windows lying entirely in the padding
-        grad, aux = torch.where(aux < 0, 0, grad), aux.clamp_min(0)
-    return _native_backward(grad, x, aux, axes)
+    single = grad if lowest >= 0 else torch.where(aux < 0, 0, grad)  # empty or tied: none
+    gx = _native_backward(single, x, aux.clamp_min(0), axes)
+    if ties != "uniform" or lowest > -2:
+        return gx
+    ids, index, rows = _tied(x, m, aux, axes)
+    share = _shares(grad.reshape(-1)[ids], -aux.reshape(-1)[ids])[rows]
+    gx = gx.contiguous()
+    gx.view(-1).index_add_(0, index, share)  # a sequential loop in C on CPU
+    return gx
 
 
 def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
@@ -251,10 +254,11 @@ def tangent(v: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor
     ``v`` over the window's tie set (``"uniform"``) or ``v`` at the selected entry. It is the
     JVP of the forward and the transpose of :func:`backward` (so also its derivative in
     ``grad``)."""
-    if ties == "uniform" and bool((aux <= -2).any()):
-        index, window = _members_in_order(x, m, aux, axes)
-        acc = torch.zeros(m.numel(), dtype=v.dtype, device=v.device)
-        acc.index_add_(0, window, v.reshape(-1)[index])
-        return _shares(acc.view_as(m), tie_counts(aux))
     picked = v.flatten(2).gather(2, aux.clamp_min(0).flatten(2)).view(m.shape)
-    return torch.where(aux < 0, 0, picked)
+    out = torch.where(aux < 0, 0, picked)
+    if ties == "uniform" and bool((aux <= -2).any()):
+        ids, index, rows = _tied(x, m, aux, axes)
+        acc = torch.zeros(len(ids), dtype=v.dtype, device=v.device)
+        acc.index_add_(0, rows, v.reshape(-1)[index])  # in tap order within each window
+        out.view(-1)[ids] = _shares(acc, -aux.reshape(-1)[ids])
+    return out

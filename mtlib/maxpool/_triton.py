@@ -12,8 +12,9 @@ gradient; 5-d ``(N, C, D, H, W)`` inputs, strided or adaptive windows
   selected entry (``"first"``: first max, last NaN; ``"last"``: last max, first NaN) and for
   ``"uniform"`` the tie count too;
 * backward: one lane per *input* position gathers, over the windows that contain it in
-  increasing row-major order, ``g / count`` where it equals the window's saved max
-  (``"uniform"``, eq 20 per window) or ``g`` where it is the selected entry. No atomics,
+  increasing row-major order, ``g`` where it is the selected entry, and then (``"uniform"``)
+  ``g / count`` where it equals the saved max of a tied window (eq 20 per window), in the
+  order of the PyTorch path. No atomics,
   so the result is deterministic; sums run in float32 (float64 for float64), as in PyTorch's
   CUDA kernel, and are rounded once.
 
@@ -129,27 +130,29 @@ def _backward_kernel(g_ptr, x_ptr, m_ptr, aux_ptr, gx_ptr, total, D, H, W, OD, O
     base = (offs // (W * H * D)) * OD * OH * OW
     xv = tl.load(x_ptr + offs, mask=live, other=0.0).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
-    for rd in range(RD):
-        od, _, ok_d = _reader(pd, rd, D, OD, SD, PD, DD, KD, ADAPTIVE)
-        for rh in range(RH):
-            oh, _, ok_h = _reader(ph, rh, H, OH, SH, PH, DH, KH, ADAPTIVE)
-            for rw in range(RW):
-                ow, _, ok_w = _reader(pw, rw, W, OW, SW, PW, DW, KW, ADAPTIVE)
-                ok = live & ok_d & ok_h & ok_w
-                o = base + (od * OH + oh) * OW + ow
-                g = tl.load(g_ptr + o, mask=ok, other=0.0).to(ACC)
-                a = tl.load(aux_ptr + o, mask=ok, other=0)
-                if RULE == 2:
-                    mv = tl.load(m_ptr + o, mask=ok, other=0.0).to(ACC)
-                    hit = ok & ((xv == mv) | ((xv != xv) & (mv != mv)))
-                    count = tl.where(a >= 0, 1, -a).to(ACC)
-                    if ACC == tl.float64:
-                        share = g / count
+    # "uniform": the windows that select p alone first, then the tied ones (the CPU order)
+    for phase in tl.static_range(2 if RULE == 2 else 1):
+        for rd in range(RD):
+            od, _, ok_d = _reader(pd, rd, D, OD, SD, PD, DD, KD, ADAPTIVE)
+            for rh in range(RH):
+                oh, _, ok_h = _reader(ph, rh, H, OH, SH, PH, DH, KH, ADAPTIVE)
+                for rw in range(RW):
+                    ow, _, ok_w = _reader(pw, rw, W, OW, SW, PW, DW, KW, ADAPTIVE)
+                    ok = live & ok_d & ok_h & ok_w
+                    o = base + (od * OH + oh) * OW + ow
+                    g = tl.load(g_ptr + o, mask=ok, other=0.0).to(ACC)
+                    a = tl.load(aux_ptr + o, mask=ok, other=0)
+                    if phase == 1:
+                        mv = tl.load(m_ptr + o, mask=ok, other=0.0).to(ACC)
+                        hit = ok & (a <= -2) & ((xv == mv) | ((xv != xv) & (mv != mv)))
+                        count = tl.where(a <= -2, -a, 1).to(ACC)
+                        if ACC == tl.float64:
+                            share = g / count
+                        else:
+                            share = tl.math.div_rn(g, count)
+                        acc += tl.where(hit, share, 0.0)
                     else:
-                        share = tl.math.div_rn(g, count)
-                    acc += tl.where(hit, share, 0.0)
-                else:
-                    acc += tl.where(ok & (a == (pd * H + ph) * W + pw), g, 0.0)
+                        acc += tl.where(ok & (a == (pd * H + ph) * W + pw), g, 0.0)
     tl.store(gx_ptr + offs, acc.to(gx_ptr.dtype.element_ty), mask=live)
 
 

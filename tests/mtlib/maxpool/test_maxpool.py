@@ -3,13 +3,12 @@ NaN, padding, exact integer tie counts, determinism, errors, torch.library / fun
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same, pool_and_grad, share, ties_input
+from helpers import assert_same, pool_and_grad, pool_oracle, strided_windows, ties_input
 
 from mtlib.maxpool import MaxPool1d, MaxPool2d, max_pool1d, max_pool2d, window_tie_counts
 from mtlib.maxpool._geometry import pool_axes
@@ -30,42 +29,12 @@ GEOMETRIES_1D = [(2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 2, True), (
 
 
 def oracle(x, g, kernel, stride, padding, dilation, ceil_mode, ties):
-    """Window by window from the definitions, on 4-d ``x``: (out, grad, counts).
-
-    Taps are scanned in row-major order; the tie set is the entries equal to the max, or the NaN
-    entries of a NaN window. ``grad`` accumulates in x's dtype, windows in row-major order."""
-    n, c, h, w = x.shape
-    ah, aw = pool_axes((h, w), kernel, stride, padding, dilation, ceil_mode)
-    out = torch.full((n, c, ah.out, aw.out), float("-inf"), dtype=x.dtype)
-    counts = torch.zeros(out.shape, dtype=torch.int32)
-    grad = torch.zeros_like(x)
-    for b in range(n):
-        for ch in range(c):
-            for oh in range(ah.out):
-                for ow in range(aw.out):
-                    taps = [(ih, iw)
-                            for ih in (oh * ah.stride - ah.padding + i * ah.dilation
-                                       for i in range(ah.kernel))
-                            for iw in (ow * aw.stride - aw.padding + j * aw.dilation
-                                       for j in range(aw.kernel))
-                            if 0 <= ih < h and 0 <= iw < w]
-                    if not taps:
-                        continue
-                    vals = [x[b, ch, ih, iw].item() for ih, iw in taps]
-                    nans = [t for t, v in zip(taps, vals) if math.isnan(v)]
-                    top = max(vals) if not nans else float("nan")
-                    tie = nans or [t for t, v in zip(taps, vals) if v == top]
-                    out[b, ch, oh, ow] = top
-                    counts[b, ch, oh, ow] = len(tie)
-                    gw = g[b, ch, oh, ow]
-                    if ties == "uniform":
-                        for ih, iw in tie:
-                            grad[b, ch, ih, iw] += share(gw, len(tie))
-                    else:
-                        pick_first = (ties == "first") != bool(nans)
-                        ih, iw = tie[0] if pick_first else tie[-1]
-                        grad[b, ch, ih, iw] += gw
-    return out, grad, counts
+    """:func:`helpers.pool_oracle` on 4-d ``x`` with a 2-d pool's windows: (out, grad, counts).
+    (Only the output sizes come from mtlib's geometry; they are checked against PyTorch's.)"""
+    axes = pool_axes(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    windows = [strided_windows(ax.size, k, s, p, d, ax.out) for ax, k, s, p, d in
+               zip(axes, kernel, stride, padding, dilation)]
+    return pool_oracle(x, g, windows, ties)[:3]
 
 
 # --- the paper's numbers ----------------------------------------------------------------------

@@ -3,13 +3,17 @@ tie rules, NaN, indices, determinism, errors, modules, torch.library / func / co
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same, pool_and_grad, share, ties_input
+from helpers import (
+    adaptive_windows,
+    assert_same,
+    pool_and_grad,
+    pool_oracle,
+    strided_windows,
+    ties_input,
+)
 from torch.utils.checkpoint import checkpoint
 
 from mtlib.maxpool import (
@@ -45,41 +49,9 @@ def triple(v):
     return tuple(v) if isinstance(v, tuple) else (v,) * 3
 
 
-def strided_windows(size, kernel, stride, padding, dilation, out):
-    """Per output, the input indices of its taps inside the input (definition, not PoolAxis)."""
-    return [[o * stride - padding + i * dilation for i in range(kernel)
-             if 0 <= o * stride - padding + i * dilation < size] for o in range(out)]
-
-
-def adaptive_windows(size, out):
-    """PyTorch's adaptive windows: [floor(o L / out), ceil((o + 1) L / out))."""
-    return [list(range(o * size // out, math.ceil((o + 1) * size / out))) for o in range(out)]
-
-
 def oracle(x, g, windows, ties):
-    """Window by window on (N, C, *spatial) ``x``: (out, grad, counts); ``windows`` holds one
-    list of per-output index lists per spatial axis. Taps in row-major order; NaN windows' tie
-    set is their NaN entries ("first" then takes the last one, as PyTorch's scan)."""
-    outs = tuple(len(w) for w in windows)
-    out = torch.empty(*x.shape[:2], *outs, dtype=x.dtype)
-    counts = torch.zeros(out.shape, dtype=torch.int32)
-    grad = torch.zeros_like(x)
-    for b, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-        for o in itertools.product(*(range(n) for n in outs)):
-            taps = list(itertools.product(*(w[i] for w, i in zip(windows, o))))
-            vals = [x[(b, c, *t)].item() for t in taps]
-            nans = [t for t, v in zip(taps, vals) if math.isnan(v)]
-            top = float("nan") if nans else max(vals)
-            tie = nans or [t for t, v in zip(taps, vals) if v == top]
-            out[(b, c, *o)], counts[(b, c, *o)] = top, len(tie)
-            gw = g[(b, c, *o)]
-            if ties == "uniform":
-                for t in tie:
-                    grad[(b, c, *t)] += share(gw, len(tie))
-            else:
-                pick = tie[0] if (ties == "first") != bool(nans) else tie[-1]
-                grad[(b, c, *pick)] += gw
-    return out, grad, counts
+    """:func:`helpers.pool_oracle` without the indices: (out, grad, counts)."""
+    return pool_oracle(x, g, windows, ties)[:3]
 
 
 # --- geometry ---------------------------------------------------------------------------------

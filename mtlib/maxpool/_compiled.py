@@ -1,0 +1,200 @@
+"""CPU fast path of the tie-aware forward: one fused loop per pool, compiled by Inductor.
+
+For a strided pool on a CPU tensor of at least :data:`MIN_NUMEL` entries, the ``"last"`` and
+``"uniform"`` forwards (:func:`mtlib.maxpool._torch.forward`) are one ``torch.compile``\\ d
+function of ``x``: the windows are a strided view of ``x`` padded with ``-inf``, and one pass
+over each window's ``K`` taps gives
+
+* the window max ``m_w = max_{p in w} x_p`` (NaN when the window holds a NaN), exact;
+* the tie set ``T_w = {p in w : x_p = m_w}`` (the NaN entries of a NaN window; padding never)
+  as its size ``|T_w|`` and its first and last entry, flat over the spatial axes: the taps of a
+  window are read in row-major order, in which the flat input index increases, so the first
+  and last entry are the least and greatest index of ``T_w``;
+
+and from them the companion index of :mod:`mtlib.maxpool._torch` (``"last"``: the greatest
+index, the least in a NaN window; ``"uniform"``: the index when ``|T_w| = 1``, ``-|T_w|``
+from two on, -1 for an empty window). Inductor turns this into one vectorized C++ loop, where
+PyTorch's own CPU kernel (which only knows the first maximal entry) is a scalar loop: so the
+whole tie-aware forward costs less than PyTorch's forward alone (``benchmarks/maxpool.py``).
+
+The compiled function is specialized to the shape, dtype and geometry (``dynamic=False``):
+the first call on a new one compiles (about 1 to 5 s on the benchmark's CPU, then cached on
+disk by Inductor). With no C++ compiler, or ``MTLIB_POOL_COMPILE=0`` in the environment, or
+below :data:`MIN_NUMEL` entries, or for an adaptive pool whose windows differ in length, the
+eager path of :mod:`mtlib.maxpool._torch` runs instead and gives the same values; if a compile
+fails, a warning says so once and the eager path is used from then on.
+
+Chapter: pools_practice (the speed table).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from mtlib.maxpool._geometry import PoolAxis, pool_output_size
+
+MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
+MAX_TAPS = 27  # larger windows: the eager path (PyTorch's forward is vectorized along them)
+_RECOMPILE_LIMIT = 512  # one compiled version per (shape, dtype, geometry, rule)
+_state = {"failed": None}
+
+
+def _taps(x: torch.Tensor, axes, fill) -> torch.Tensor:
+    """The windows of ``x`` ``(B, C, *S)`` as ``(B, C, *out, K)``, taps in row-major order,
+    the padding read as ``fill``: a strided view of ``x`` padded."""
+    n = len(axes)
+    right = [max(0, (ax.out - 1) * ax.stride + (ax.kernel - 1) * ax.dilation + 1 - ax.padding
+                 - ax.size) for ax in axes]
+    pads = [p for ax, hi in zip(axes[::-1], right[::-1]) for p in (ax.padding, hi)]
+    xp = F.pad(x, pads, value=fill) if any(pads) else x
+    st = xp.stride()
+    return xp.as_strided(
+        (*x.shape[:2], *[ax.out for ax in axes], *[ax.kernel for ax in axes]),
+        (*st[:2], *[ax.stride * s for ax, s in zip(axes, st[2:])],
+         *[ax.dilation * s for ax, s in zip(axes, st[2:])])).flatten(2 + n)
+
+
+def _tap_grid(axes, device):
+    """Per tap of every window, ``(*out, K)``: its input index along each axis (a list)."""
+    n = len(axes)
+    grid = []
+    for d, ax in enumerate(axes):
+        i = (torch.arange(ax.out, device=device) * ax.stride - ax.padding)[:, None] \
+            + torch.arange(ax.kernel, device=device) * ax.dilation
+        shape = [1] * (2 * n)
+        shape[d], shape[n + d] = ax.out, ax.kernel
+        grid.append(i.view(shape).expand(*shape[:n], *[a.kernel for a in axes]).flatten(n))
+    return grid
+
+
+def _offsets(axes, device, dtype) -> torch.Tensor:
+    """``(K,)``: the flat input index of each tap minus that of tap 0 (a window's first tap,
+    padding or not), increasing in row-major tap order; flat over the axes of ``axes``."""
+    off, inner = torch.zeros((), dtype=dtype, device=device), 1
+    for ax in reversed(axes):
+        off = (torch.arange(ax.kernel, device=device, dtype=dtype) * (ax.dilation * inner))[:, None] \
+            + off.flatten()[None, :]
+        inner *= ax.size
+    return off.flatten()
+
+
+def _index_dtype(axes) -> torch.dtype:
+    """``int32`` for the offsets when they fit (half the memory traffic), else ``int64``."""
+    return torch.int32 if math.prod([ax.size for ax in axes]) < 2**31 - 1 else torch.int64
+
+
+def _has_padding(axes) -> bool:
+    """Whether a window reaches past an edge of ``x`` (its taps there are padding)."""
+    return any(ax.padding or ax.out != pool_output_size(ax.size, ax.kernel, ax.stride, 0,
+                                                       ax.dilation, False) for ax in axes)
+
+
+def _plane_stats(x: torch.Tensor, axes):
+    """``m``, ``|T_w|`` and the offsets (:func:`_offsets`) of the first and last tie, strided
+    windows over the trailing axes of ``x``; a tap in the padding is never a tie. An empty
+    tie set gives a first offset past every tap and a last offset of -1."""
+    win = _taps(x, axes, float("-inf"))
+    m = win.amax(dim=-1)
+    tie = (win == m[..., None]) | (win.isnan() & m.isnan()[..., None])
+    if _has_padding(axes):
+        for i, ax in zip(_tap_grid(axes, x.device), axes):
+            tie = tie & (i >= 0) & (i < ax.size)
+    off = _offsets(axes, x.device, _index_dtype(axes))
+    past = math.prod([ax.size for ax in axes])  # above every offset
+    return (m, tie.sum(dim=-1, dtype=torch.int32), past - (tie * (past - off)).amax(dim=-1),
+            (tie * (off + 1)).amax(dim=-1) - 1)
+
+
+def _depth_stats(x: torch.Tensor, axes):
+    """The same for a 3-d pool, in two stages: the depth windows of every ``(h, w)`` column
+    (a pool over ``(D, H*W)`` with a one-entry window along ``H*W``, so the inner loop runs
+    along contiguous memory), then the ``(H, W)`` windows of those column statistics ``t``:
+    ``m = max_t m_t``, ``|T| = sum of |T_t|`` over the ``t`` with ``m_t = m``, and the least
+    (greatest) offset among their ties (row-major order: depth first)."""
+    b, c, depth, h, w = x.shape
+    column = PoolAxis(h * w, 1, 1, 0, 1, h * w)
+    stats = _plane_stats(x.view(b, c, depth, h * w), (axes[0], column))
+    m, count, first, last = (t.unflatten(3, (h, w)).flatten(1, 2) for t in stats)
+    mt = _taps(m, axes[1:], float("-inf"))
+    ct = _taps(count, axes[1:], 0)
+    top = mt.amax(dim=-1)
+    hit = ((mt == top[..., None]) | (mt.isnan() & top.isnan()[..., None])) & (ct > 0)
+    off = _offsets(axes[1:], x.device, _index_dtype(axes))
+    past = depth * h * w
+    return tuple(t.unflatten(1, (c, axes[0].out)) for t in (
+        top, (ct * hit).sum(dim=-1, dtype=torch.int32),
+        torch.where(hit, off + _taps(first, axes[1:], 0), past).amin(dim=-1),
+        torch.where(hit, off + _taps(last, axes[1:], 0), -1).amax(dim=-1)))
+
+
+def _window_stats(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
+    """``(m, aux)`` for ``x`` ``(N, C, *S)`` (the module docstring); traced by Dynamo."""
+    n = len(axes)
+    m, count, first, last = (_depth_stats if n == 3 else _plane_stats)(x, axes)
+    base, inner = 0, 1  # flat index of tap 0 of each window
+    for d in reversed(range(n)):
+        ax = axes[d]
+        o = torch.arange(ax.out, device=x.device).view(-1, *[1] * (n - 1 - d))
+        base, inner = base + (o * ax.stride - ax.padding) * inner, inner * ax.size
+    if ties == "uniform":
+        return m, torch.where(count == 1, base + first, torch.where(count == 0, -1, -count))
+    # "last": the last tie, the first NaN of a NaN window, -1 for an empty window
+    return m, torch.where(count == 0, -1, base + torch.where(m.isnan(), first, last))
+
+
+def _tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]) -> torch.Tensor:
+    """``#{p in w : x_p = m_w}`` over the window's taps, padding read as ``-inf``: one pass,
+    a sum over each window. It is ``|T_w|`` except in a NaN window (0) or where ``m_w = -inf``
+    and the window reaches into the padding (too large); the caller recounts every window
+    whose result is not 1, so neither matters."""
+    win = _taps(x, axes, float("-inf"))
+    return (win == m[..., None]).sum(dim=-1, dtype=torch.int32)
+
+
+_compiled = torch.compile(_window_stats, dynamic=False, fullgraph=True)
+_compiled_count = torch.compile(_tie_count, dynamic=False, fullgraph=True)
+
+
+def enabled(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
+    """Whether the compiled functions run for this input (the module docstring's conditions)."""
+    return (x.device.type == "cpu" and x.numel() >= MIN_NUMEL and not axes[0].adaptive
+            and x.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+            and _state["failed"] is None and os.environ.get("MTLIB_POOL_COMPILE", "1") != "0")
+
+
+def _small(axes) -> bool:
+    return math.prod([ax.kernel for ax in axes]) <= MAX_TAPS
+
+
+def forward(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
+    """``(m, aux)`` of the ``"last"``/``"uniform"`` forward for windows of at most
+    :data:`MAX_TAPS` taps, or None (the caller then runs the eager path)."""
+    return _call(_compiled, x, axes, ties) if enabled(x, axes) and _small(axes) else None
+
+
+def tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]):
+    """:func:`_tie_count` given PyTorch's window max ``m``, for windows of more than
+    :data:`MAX_TAPS` taps, or None (the caller then counts eagerly)."""
+    return _call(_compiled_count, x, m, axes) if enabled(x, axes) and not _small(axes) else None
+
+
+def _call(fn, *args):
+    """``fn(*args)``, or None if compiling fails (a warning, then the eager path for good)."""
+    try:
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), \
+                warnings.catch_warnings():  # Dynamo's and Inductor's own notices, not the user's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf")
+            return fn(*args)
+    except Exception as error:  # no C++ compiler, or an Inductor failure: eager from now on
+        _state["failed"] = f"{type(error).__name__}: {error}"
+        warnings.warn("mtlib.maxpool: compiling the CPU pool failed, so the eager path runs "
+                      f"from now on (same values, slower): {_state['failed'][:300]}",
+                      RuntimeWarning, stacklevel=4)
+        return None
