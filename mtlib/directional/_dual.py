@@ -188,6 +188,8 @@ def split(a, like=None) -> tuple:
 def primals(tree):
     """``tree`` with every Dual replaced by its primal."""
     kind = type(tree)  # the usual arguments first: a flat tuple or dict, or a leaf
+    if (kind is dict or kind is tuple) and not tree:
+        return tree
     if kind is tuple and not any(isinstance(a, _NESTED) for a in tree):
         return tuple(a.primal if isinstance(a, Dual) else a for a in tree)
     if kind is dict and not any(isinstance(a, _NESTED) for a in tree.values()):

@@ -147,7 +147,9 @@ def _relu_rule(func, args, kwargs):
     _no_inplace(func, inplace)
     out, t = func(*primals(args), **primals(kwargs)), single(x)
     if t is not None:
-        return finish(out, t * lexsign_one(x.primal, t).clamp_(min=0), stacked=False)
+        side, plain = lexsign_one(x.primal, t)
+        tangent = t * side.clamp_(min=0)  # without zeros or NaNs (plain) out has no NaN to screen
+        return wrap_one(out, tangent) if plain else finish(out, tangent, stacked=False)
     v, t = split(x)
     return finish(out, t * lexsign(v, t).clamp(min=0))
 
@@ -160,7 +162,7 @@ def _leaky_relu_rule(func, args, kwargs):
     _no_inplace(func, inplace)
     out, t = func(*primals(args), **primals(kwargs)), single(x)
     if t is not None:
-        positive = lexsign_one(x.primal, t).clamp_(min=0)
+        positive = lexsign_one(x.primal, t)[0].clamp_(min=0)
         return finish(out, t * (positive + slope * (1 - positive)), stacked=False)
     v, t = split(x)  # the side of the perturbed point is fsign(v, t_1, ..., t_k)
     positive = lexsign(v, t).clamp(min=0)  # 1 on the positive side, else 0 (arithmetic: fast)
@@ -174,7 +176,8 @@ def _abs_rule(func, args, kwargs):
     x = bind(*args, **kwargs)
     out, t = func(*primals(args), **primals(kwargs)), single(x)
     if t is not None:
-        return finish(out, lexsign_one(x.primal, t) * t, stacked=False)
+        side, plain = lexsign_one(x.primal, t)
+        return wrap_one(out, side * t) if plain else finish(out, side * t, stacked=False)
     v, t = split(x)
     return finish(out, lexsign(v, t) * t)
 

@@ -45,7 +45,7 @@ def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``fsign(v, t_1, ..., t_k)``: the sign of the first nonzero of ``(v, t_1, ..., t_k)``,
     the sign of the perturbed point (the rule of Khan & Barton 2015 for ``abs``)."""
     if t.shape[0] == 1:
-        return lexsign_one(v, t[0])
+        return lexsign_one(v, t[0])[0]
     zero = v == 0
     if not bool(zero.any()):
         return torch.sign(v)
@@ -56,18 +56,19 @@ def lexsign(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return signs.masked_scatter(zero, first_sign(torch.sign(t[:, zero])))
 
 
-def lexsign_one(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """:func:`lexsign` for one tangent ``t`` of ``v``'s shape (not stacked), a fresh tensor.
-    Arithmetic only (``torch.where`` and boolean masks are slow on CPU), and ``t`` is read only
-    if ``v`` has a zero or a NaN: ``sign(v) . sign(v)`` is ``v.numel()`` exactly when it has
-    none (a sum of ones and zeros, exact in float32 up to ``2^24`` terms)."""
+def lexsign_one(v: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """:func:`lexsign` for one tangent ``t`` of ``v``'s shape (not stacked), a fresh tensor, and
+    whether ``v`` is free of zeros and NaNs. Arithmetic only (``torch.where`` and boolean masks
+    are slow on CPU), and ``t`` is read only if ``v`` has a zero or a NaN: ``sign(v) . sign(v)``
+    is ``v.numel()`` exactly when it has none (a sum of ones and zeros, exact in float32 up to
+    ``2^24`` terms)."""
     s = torch.sign(v)
     if s.numel() <= _EXACT_COUNT:
         flat = s.reshape(-1)
         count = torch.dot(flat, flat) if s.dtype in _BLAS else flat.abs().sum(dtype=torch.float32)
-        if bool(count == s.numel()):
-            return s
-    return s + (1 - s.abs()) * torch.sign(t.detach())
+        if count.item() == s.numel():
+            return s, True
+    return s + (1 - s.abs()) * torch.sign(t.detach()), False
 
 
 _EXACT_COUNT = 2**24

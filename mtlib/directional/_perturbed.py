@@ -118,7 +118,7 @@ def perturbed_gradient(f: Callable, inputs, *, direction=None, generator: torch.
         out = f(tree_unflatten(duals, spec))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{_FN}: `f` must return a tensor, got {type(out).__name__}")
-        if out.numel() != 1:
+        if (out.primal if isinstance(out, Dual) else out).numel() != 1:
             raise ValueError(f"{_FN}: `f` must return one number, got shape {tuple(out.shape)}")
         slope = one(out).reshape(()) if isinstance(out, Dual) else None
         grads = [None] * len(leaves)

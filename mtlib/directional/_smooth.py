@@ -91,16 +91,23 @@ def cross_entropy_rule(func, args, kwargs):
         return input, target, (weight, size_average, reduce, label_smoothing), ignore_index, reduction
 
     z, target, extras, ignore, reduction = bind(*args, **kwargs)
-    plain = (isinstance(z, Dual) and z.dim() == 2 and isinstance(target, torch.Tensor)
+    plain = (isinstance(z, Dual) and z.primal.dim() == 2 and isinstance(target, torch.Tensor)
              and not isinstance(target, Dual) and target.dtype == torch.long and target.dim() == 1
              and extras == (None, None, None, 0.0) and reduction in ("mean", "sum"))
     if not plain:
         return smooth_rule(func, args, kwargs)
     out = func(*primals(args), **primals(kwargs))
-    keep = (target != ignore).to(z.dtype).unsqueeze(1)
-    slope = torch.softmax(z.primal, dim=1).scatter_add(1, target.clamp(min=0).unsqueeze(1), -keep) * keep
+    zv = z.primal
+    if bool((target == ignore).any()):
+        keep = (target != ignore).to(zv.dtype).unsqueeze(1)
+        slope = torch.softmax(zv, dim=1).scatter_add(1, target.clamp(min=0).unsqueeze(1), -keep) * keep
+        count = keep.sum()
+    else:  # the same numbers, fewer ops: every row kept
+        slope = torch.softmax(zv, dim=1).scatter_add_(
+            1, target.unsqueeze(1), torch.full((len(target), 1), -1.0, dtype=zv.dtype, device=zv.device))
+        count = torch.tensor(float(len(target)), dtype=zv.dtype, device=zv.device)  # as keep.sum() rounds
     if reduction == "mean":
-        slope = slope / keep.sum()
+        slope = slope.div_(count)
     t = one(z)
     if t is not None:
         return wrap_one(out, (t * slope).sum())

@@ -252,6 +252,21 @@ def test_one_tangent_pool_path_equals_the_lexicographic_path(pool):
         assert torch.equal(one, two[..., 0])
 
 
+def test_one_tangent_pool_path_with_infinite_values_equals_the_lexicographic_path():
+    """A window whose maximum is +inf (twice) or whose entries are all -inf: its tie set is
+    where the value equals the window's maximum (inf - inf is NaN, not 0), as in the general
+    path; the third row lies after the last window."""
+    inf = float("inf")
+    x = torch.tensor([[[[inf, 1.0, -inf, -inf], [2.0, inf, -inf, -inf], [0.0, 0.0, 5.0, 5.0]]]], dtype=f64)
+    d = torch.tensor([[[[1.0, 2.0, 3.0, -1.0], [4.0, -5.0, 6.0, 7.0], [8.0, 9.0, -1.0, 2.0]]]], dtype=f64)
+    for pool in (lambda v: F.max_pool2d(v, 2), lambda v: mtlib.max_pool2d(v, 2, ties="uniform")):
+        one = jvp(pool, x, d)[1]
+        two = ld_jvp(pool, x, torch.stack([d, torch.ones_like(d)], -1))[1]
+        assert one.flatten().tolist() == [1.0, 7.0] and torch.equal(one, two[..., 0])
+    g = perturbed_gradient(lambda v: F.max_pool2d(v, 2).sum(), x, direction=d)
+    assert g.flatten().tolist() == [1.0] + [0.0] * 6 + [1.0] + [0.0] * 4  # the winners (0, 0) and (1, 3)
+
+
 def test_linear_and_conv_with_perturbed_weights_equal_torch_func_jvp():
     gen = torch.Generator().manual_seed(12)
     x, w, b = (torch.randn(s, generator=gen, dtype=f64) for s in ((2, 3, 5, 5), (4, 3, 3, 3), (4,)))
