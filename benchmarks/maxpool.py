@@ -5,10 +5,12 @@ kind, every implementation runs ``y = pool(x); y.backward(g)`` ``--reps`` times,
 with PyTorch's native ``max_pool{1,2,3}d`` / ``adaptive_max_pool{1,2,3}d`` so that machine load
 hits all of them alike; the table reports the median time and its ratio to the native median.
 Implementations: ``native`` (PyTorch), ``first``, ``last``, ``uniform`` (mtlib with
-``ties=...``, backend ``auto``: PyTorch's own kernel for ``first``, Triton on CUDA, the
-vectorized PyTorch path on CPU) and ``naive_uniform``, the equal split users write today (unfold
+``ties=...``, backend ``auto``: PyTorch's own kernel for ``first``, Triton on CUDA, on CPU
+the PyTorch path, whose forward is compiled by Inductor for large strided inputs) and ``naive_uniform``, the equal split users write today (unfold
 into windows, tie mask, weights mask / count; only for kernel = stride without padding).
-``GBps`` is the essential traffic (read x, write y, read g, write the input gradient) over the
+``first_call_ms`` is the first forward + backward on the case's shape, in a fresh Inductor
+cache: for ``last``/``uniform`` on CPU it includes compiling (once per shape, dtype, geometry
+and rule). ``GBps`` is the essential traffic (read x, write y, read g, write the input gradient) over the
 median time: a lower bound of the achieved bandwidth; on CUDA ``peak_GBps`` is the device's
 theoretical bandwidth (memory clock x bus width x 2), so ``GBps / peak_GBps`` is the fraction
 reached (that path is untested: no GPU was available when it was written).
@@ -31,7 +33,12 @@ import argparse
 import os
 import pathlib
 import statistics
+import tempfile
 import time
+
+# A fresh Inductor cache, so that first_call_ms is the cost of compiling mtlib's CPU path on a
+# machine that never ran it (set before torch is imported; an explicit setting is kept)
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mtlib-bench-inductor-"))
 
 import matplotlib
 import pandas as pd
@@ -118,7 +125,8 @@ def implementations(dims: int, geometry):
 
 
 def time_fwd_bwd(impls: dict, x: torch.Tensor, g: torch.Tensor, reps: int, sync) -> dict:
-    """Median seconds of forward + backward per implementation, runs interleaved."""
+    """Median seconds of forward + backward per implementation, runs interleaved, and the
+    seconds of each one's first call (which compiles where mtlib compiles its CPU path)."""
     xg = x.clone().requires_grad_()
 
     def run(fn):
@@ -129,14 +137,14 @@ def time_fwd_bwd(impls: dict, x: torch.Tensor, g: torch.Tensor, reps: int, sync)
         sync()
         return time.perf_counter() - start
 
+    first = {name: run(fn) for name, fn in impls.items()}  # incl. compiling, on a new shape
     for fn in impls.values():
-        run(fn)
         run(fn)
     times = {name: [] for name in impls}
     for _ in range(reps):
         for name, fn in impls.items():
             times[name].append(run(fn))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, first
 
 
 def make_input(shape, dtype, kind: str, device: str, gen: torch.Generator) -> torch.Tensor:
@@ -174,13 +182,14 @@ def run_benchmarks(args) -> pd.DataFrame:
                 with torch.no_grad():
                     y = impls["native"](x)
                 g = torch.randn(y.shape, generator=gen).to(device=device, dtype=dtype)
-                medians = time_fwd_bwd(impls, x, g, args.reps, sync)
+                medians, first = time_fwd_bwd(impls, x, g, args.reps, sync)
                 traffic = x.element_size() * 2 * (x.numel() + y.numel())
                 for impl, seconds in medians.items():
                     rows.append(dict(
                         **info, case=case, dims=dims, shape=str(shape),
                         geometry=str(geometry), dtype=str(dtype).removeprefix("torch."),
                         input=kind, impl=impl, median_ms=round(seconds * 1e3, 4),
+                        first_call_ms=round(first[impl] * 1e3, 1),
                         ratio_to_native=round(seconds / medians["native"], 3),
                         GBps=round(traffic / seconds / 1e9, 2)))
                 print(f"{case:38s} {rows[-1]['dtype']:9s} {kind:6s} " + "  ".join(

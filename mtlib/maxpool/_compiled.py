@@ -94,10 +94,10 @@ def _has_padding(axes) -> bool:
                                                        ax.dilation, False) for ax in axes)
 
 
-def _plane_stats(x: torch.Tensor, axes):
-    """``m``, ``|T_w|`` and the offsets (:func:`_offsets`) of the first and last tie, strided
-    windows over the trailing axes of ``x``; a tap in the padding is never a tie. An empty
-    tie set gives a first offset past every tap and a last offset of -1."""
+def _plane_stats(x: torch.Tensor, axes, last: bool):
+    """``m``, ``|T_w|`` and the offset (:func:`_offsets`) of the first tie (the last one if
+    ``last``), strided windows over the trailing axes of ``x``; a tap in the padding is never
+    a tie. An empty tie set gives an offset past every tap (-1 for the last tie)."""
     win = _taps(x, axes, float("-inf"))
     m = win.amax(dim=-1)
     tie = (win == m[..., None]) | (win.isnan() & m.isnan()[..., None])
@@ -105,12 +105,14 @@ def _plane_stats(x: torch.Tensor, axes):
         for i, ax in zip(_tap_grid(axes, x.device), axes):
             tie = tie & (i >= 0) & (i < ax.size)
     off = _offsets(axes, x.device, _index_dtype(axes))
+    count = tie.sum(dim=-1, dtype=torch.int32)
+    if last:
+        return m, count, (tie * (off + 1)).amax(dim=-1) - 1
     past = math.prod([ax.size for ax in axes])  # above every offset
-    return (m, tie.sum(dim=-1, dtype=torch.int32), past - (tie * (past - off)).amax(dim=-1),
-            (tie * (off + 1)).amax(dim=-1) - 1)
+    return m, count, past - (tie * (past - off)).amax(dim=-1)
 
 
-def _depth_stats(x: torch.Tensor, axes):
+def _depth_stats(x: torch.Tensor, axes, last: bool):
     """The same for a 3-d pool, in two stages: the depth windows of every ``(h, w)`` column
     (a pool over ``(D, H*W)`` with a one-entry window along ``H*W``, so the inner loop runs
     along contiguous memory), then the ``(H, W)`` windows of those column statistics ``t``:
@@ -118,33 +120,35 @@ def _depth_stats(x: torch.Tensor, axes):
     (greatest) offset among their ties (row-major order: depth first)."""
     b, c, depth, h, w = x.shape
     column = PoolAxis(h * w, 1, 1, 0, 1, h * w)
-    stats = _plane_stats(x.view(b, c, depth, h * w), (axes[0], column))
-    m, count, first, last = (t.unflatten(3, (h, w)).flatten(1, 2) for t in stats)
+    stats = _plane_stats(x.view(b, c, depth, h * w), (axes[0], column), last)
+    m, count, at = (t.unflatten(3, (h, w)).flatten(1, 2) for t in stats)
     mt = _taps(m, axes[1:], float("-inf"))
     ct = _taps(count, axes[1:], 0)
     top = mt.amax(dim=-1)
     hit = ((mt == top[..., None]) | (mt.isnan() & top.isnan()[..., None])) & (ct > 0)
-    off = _offsets(axes[1:], x.device, _index_dtype(axes))
-    past = depth * h * w
+    off = _offsets(axes[1:], x.device, _index_dtype(axes)) + _taps(at, axes[1:], 0)
+    extreme = (torch.where(hit, off, -1).amax(dim=-1) if last else
+               torch.where(hit, off, depth * h * w).amin(dim=-1))
     return tuple(t.unflatten(1, (c, axes[0].out)) for t in (
-        top, (ct * hit).sum(dim=-1, dtype=torch.int32),
-        torch.where(hit, off + _taps(first, axes[1:], 0), past).amin(dim=-1),
-        torch.where(hit, off + _taps(last, axes[1:], 0), -1).amax(dim=-1)))
+        top, (ct * hit).sum(dim=-1, dtype=torch.int32), extreme))
 
 
 def _window_stats(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
-    """``(m, aux)`` for ``x`` ``(N, C, *S)`` (the module docstring); traced by Dynamo."""
+    """``(m, aux)`` for ``x`` ``(N, C, *S)`` (the module docstring); traced by Dynamo. Three
+    reductions per window (max, count, one extreme tie; more, or an epilogue that reads the
+    max again, make Inductor's 3-d loops several times slower), so under ``"last"`` the index
+    of a NaN window is its last NaN, not its first: the caller settles NaN windows."""
     n = len(axes)
-    m, count, first, last = (_depth_stats if n == 3 else _plane_stats)(x, axes)
+    m, count, at = (_depth_stats if n == 3 else _plane_stats)(x, axes, ties == "last")
     base, inner = 0, 1  # flat index of tap 0 of each window
     for d in reversed(range(n)):
         ax = axes[d]
         o = torch.arange(ax.out, device=x.device).view(-1, *[1] * (n - 1 - d))
         base, inner = base + (o * ax.stride - ax.padding) * inner, inner * ax.size
     if ties == "uniform":
-        return m, torch.where(count == 1, base + first, torch.where(count == 0, -1, -count))
-    # "last": the last tie, the first NaN of a NaN window, -1 for an empty window
-    return m, torch.where(count == 0, -1, base + torch.where(m.isnan(), first, last))
+        return m, torch.where(count == 1, base + at, torch.where(count == 0, -1, -count))
+    # "last": the last tie; -1 for an empty window
+    return m, torch.where(count == 0, -1, base + at)
 
 
 def _tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]) -> torch.Tensor:

@@ -177,32 +177,35 @@ def forward(x: torch.Tensor, axes: Axes, ties: str):
     """Window max and its ``int64`` companion (see the module docstring), ``(N, C, *out)``."""
     fast = None if ties == "first" else _compiled.forward(x, axes, ties)
     if fast is not None:
-        return fast
-    m, index = _native_forward(x, axes)
-    empty = _empty(axes, x.device)
-    if empty is not None:
-        index = torch.where(empty, -1, index)
-    if ties == "first":
-        return m, index
-    # windows with a tie, a NaN max (it counts 0) or no entry: gathered tap by tap
-    count = _compiled.tie_count(x, m, axes)
-    count = _count(x, m, axes) if count is None else count
-    ids = (count != 1).flatten().nonzero().squeeze(1)
+        m, index = fast
+        if ties == "uniform":
+            return m, index
+        ids = m.isnan().flatten().nonzero().squeeze(1)  # they hold their last NaN, not first
+    else:
+        m, index = _native_forward(x, axes)
+        empty = _empty(axes, x.device)
+        if empty is not None:
+            index = torch.where(empty, -1, index)
+        if ties == "first":
+            return m, index
+        count = _compiled.tie_count(x, m, axes)
+        count = _count(x, m, axes) if count is None else count
+        # windows with a tie, a NaN max (it counts 0) or no entry: settled below
+        ids = (count != 1).flatten().nonzero().squeeze(1)
     if not len(ids):
         return m, index
-    taps, _, member = _tie_members(x, m, ids, axes)
+    taps, _, member = _tie_members(x, m, ids, axes)  # tap by tap
     count = member.sum(dim=1)
-    if ties == "uniform":
-        index.view(-1)[ids] = torch.where(count >= 2, -count, torch.where(
-            count == 0, -1, index.view(-1)[ids]))
-        return m, index
-    k = member.shape[1]  # "last": the last tie (the first NaN of a NaN window)
+    k = member.shape[1]
     code = torch.arange(k, device=x.device)
-    last = (member * (code + 1)).amax(dim=1) - 1
     first = k - (member * (k - code)).amax(dim=1)
-    pick = torch.where(m.reshape(-1)[ids].isnan(), first, last).clamp_min(0)
-    index.view(-1)[ids] = torch.where(count >= 2, taps.gather(1, pick[:, None]).squeeze(1),
-                                      index.view(-1)[ids])
+    if ties == "uniform":
+        single = taps.gather(1, first.clamp_max(k - 1)[:, None]).squeeze(1)
+        index.view(-1)[ids] = torch.where(count >= 2, -count, torch.where(count == 0, -1, single))
+        return m, index
+    last = (member * (code + 1)).amax(dim=1) - 1  # "last": the last tie (first NaN of a NaN window)
+    pick = torch.where(m.reshape(-1)[ids].isnan(), first, last).clamp(0, k - 1)
+    index.view(-1)[ids] = torch.where(count == 0, -1, taps.gather(1, pick[:, None]).squeeze(1))
     return m, index
 
 
