@@ -208,8 +208,10 @@ def _arith(op: str):
 
 
 def _arith_one(op: str, a, b, out) -> torch.Tensor:
+    """The tangent of ``a op b`` for one direction; a number is a tensor of ``out``'s dtype, as
+    in :func:`~mtlib.directional._dual.split` (a float16 ``x * 0.1`` multiplies by half(0.1))."""
     da, db = isinstance(a, Dual), isinstance(b, Dual)
-    va, vb = (a.primal if da else a), (b.primal if db else b)
+    va, vb = (a.primal if da else _tensor(a, out)), (b.primal if db else _tensor(b, out))
     ta, tb = (one(a) if da else None), (one(b) if db else None)
     if op == "mul":
         left, right = (ta * vb if da else None), (va * tb if db else None)
@@ -218,6 +220,10 @@ def _arith_one(op: str, a, b, out) -> torch.Tensor:
     else:
         left, right = ta, (tb if op == "add" else -tb) if db else None
     return left + right if da and db else (left if da else right)
+
+
+def _tensor(a, like: torch.Tensor) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
 
 _RIGHT = set(funcs_named("__rmatmul__", "__radd__", "__rsub__", "__rmul__"))
