@@ -12,10 +12,13 @@ applied to the stacked tangents ``(k, *x.shape)``, with ``k`` as a leading batch
 * ``a + b``, ``a - b`` and ``a * b`` with one or both dual (product rule), ``a / c`` for a
   constant ``c``.
 
-These are the chain rule written out (the smooth ops' Jacobians are constant or bilinear), so
-the result equals ``torch.func.jvp``'s up to the order of floating-point operations. Every
-other case, and any unusual argument, returns ``None`` and the caller falls back to
-``torch.func.jvp`` under ``vmap`` (:func:`mtlib.directional._smooth.smooth_rule`).
+For one direction (``k = 1``, :func:`~mtlib.directional._dual.one`) the same products take the
+tangent without its stacking dim, and the parts of a sum are added in place: no view and no
+fresh temporary per op. These are the chain rule written out (the smooth ops' Jacobians are
+constant or bilinear), so the result equals ``torch.func.jvp``'s up to the order of
+floating-point operations. Every other case, and any unusual argument, returns ``None`` and the
+caller falls back to ``torch.func.jvp`` under ``vmap``
+(:func:`mtlib.directional._smooth.smooth_rule`).
 """
 
 from __future__ import annotations
