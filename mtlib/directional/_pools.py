@@ -54,7 +54,7 @@ def _tiled_tangent(v, t, out, kernel, nd: int) -> torch.Tensor:
     windows = [n for o, k in zip(outs, kernel) for n in (o, k)]
     cells = v[crop].reshape(-1, *windows)  # (windows of a grid cell, cells of a window) per axis
     grid = out.reshape(-1, *[n for o in outs for n in (o, 1)])
-    gap = torch.sub(cells, grid, out=masked[0].reshape(-1, *windows))  # <= 0, 0 on the tie sets
+    gap = torch.sub(cells, grid, out=masked[0].view(-1, *windows))  # <= 0, 0 on the tie sets
     if torch.isfinite(gap.sum()):  # t on the tie set, -inf off it: sign(gap) * big * big overflows
         big = torch.finfo(gap.dtype).max  # (arithmetic, in place: torch.where is slow on CPU)
         gap.sign_().mul_(big)
