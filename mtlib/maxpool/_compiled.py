@@ -1,28 +1,35 @@
-"""CPU fast path of the tie-aware forward: one fused loop per pool, compiled by Inductor.
+"""CPU fast path of the tie-aware pools: fused loops compiled by Inductor.
 
-For a strided pool on a CPU tensor of at least :data:`MIN_NUMEL` entries, the ``"last"`` and
-``"uniform"`` forwards (:func:`mtlib.maxpool._torch.forward`) are one ``torch.compile``\\ d
-function of ``x``: the windows are a strided view of ``x`` padded with ``-inf``, and one pass
-over each window's ``K`` taps gives
+For a strided pool on a CPU tensor of at least :data:`MIN_NUMEL` entries (an adaptive pool
+whose windows all have one length is one), three ``torch.compile``\ d functions replace the
+eager steps of :mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded
+with ``-inf``; the taps of a window are read in row-major order, in which the flat input
+index increases.
 
-* the window max ``m_w = max_{p in w} x_p`` (NaN when the window holds a NaN), exact;
-* the tie set ``T_w = {p in w : x_p = m_w}`` (the NaN entries of a NaN window; padding never)
-  as its size ``|T_w|`` and its first and last entry, flat over the spatial axes: the taps of a
-  window are read in row-major order, in which the flat input index increases, so the first
-  and last entry are the least and greatest index of ``T_w``;
+* Windows of at most :data:`MAX_TAPS` taps, ``"last"`` and ``"uniform"`` forward: one pass
+  over each window's taps gives the window max ``m_w = max_{p in w} x_p`` (NaN when the
+  window holds a NaN), exact; the size of the tie set ``T_w = {p in w : x_p = m_w}`` (the NaN
+  entries of a NaN window; padding never); and its first (``"uniform"``) or last (``"last"``)
+  entry, the least or greatest flat index in ``T_w``. From them comes the companion index
+  (``"uniform"``: the index when ``|T_w| = 1``, ``-|T_w|`` from two on, -1 for an empty
+  window; ``"last"``: the last tie, where the caller then settles the NaN windows, whose pick
+  is their first NaN). A 3-d pool runs in two stages (depth windows of every ``(h, w)``
+  column, then the ``(H, W)`` windows of the column results). PyTorch's own CPU kernel is a
+  scalar loop that only finds the first maximal entry; this one loop replaces it.
+* Larger windows (global pools): PyTorch's forward, which is fast there, and one compiled
+  pass ``#{p in w : x_p = m_w}`` (:func:`_tie_count`) that finds the windows to settle.
+* ``"uniform"`` backward where no two windows overlap (every stride at least the window's
+  extent) and the windows have at most :data:`MAX_TAPS` taps: each input position lies in at
+  most one window and receives ``g_w / |T_w|`` if it ties there (:func:`_disjoint_backward`),
+  one pass instead of settling every tied window tap by tap.
 
-and from them the companion index of :mod:`mtlib.maxpool._torch` (``"last"``: the greatest
-index, the least in a NaN window; ``"uniform"``: the index when ``|T_w| = 1``, ``-|T_w|``
-from two on, -1 for an empty window). Inductor turns this into one vectorized C++ loop, where
-PyTorch's own CPU kernel (which only knows the first maximal entry) is a scalar loop: so the
-whole tie-aware forward costs less than PyTorch's forward alone (``benchmarks/maxpool.py``).
-
-The compiled function is specialized to the shape, dtype and geometry (``dynamic=False``):
-the first call on a new one compiles (about 1 to 5 s on the benchmark's CPU, then cached on
-disk by Inductor). With no C++ compiler, or ``MTLIB_POOL_COMPILE=0`` in the environment, or
-below :data:`MIN_NUMEL` entries, or for an adaptive pool whose windows differ in length, the
-eager path of :mod:`mtlib.maxpool._torch` runs instead and gives the same values; if a compile
-fails, a warning says so once and the eager path is used from then on.
+The values are those of the eager path bit for bit (the tests compare both with a brute-force
+oracle). Each compiled function is specialized to the shape, dtype and geometry
+(``dynamic=False``): the first call on a new one compiles (about 1 to 10 s on the benchmark's
+CPU, ``first_call_ms`` in its table; Inductor caches it on disk), later calls reuse it. With
+no C++ compiler, ``MTLIB_POOL_COMPILE=0`` in the environment, fewer than :data:`MIN_NUMEL`
+entries, or adaptive windows of two lengths, the eager path runs; if a compile fails, a
+warning says so once and the eager path is used from then on.
 
 Chapter: pools_practice (the speed table).
 """
@@ -160,8 +167,43 @@ def _tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]) -> 
     return (win == m[..., None]).sum(dim=-1, dtype=torch.int32)
 
 
+def _upsample(t: torch.Tensor, axes, fill) -> torch.Tensor:
+    """``t`` ``(B, C, *out)`` read at every input position ``p`` through the window that
+    would hold it, ``o = (p + padding) // stride`` per axis (``fill`` past the last window):
+    a broadcast of each output over its stride, shifted by the padding."""
+    n = len(axes)
+    view = t[(..., *[None] * n)].movedim([2 + n + d for d in range(n)],
+                                         [3 + 2 * d for d in range(n)])
+    shape = [s for ax, o in zip(axes, t.shape[2:]) for s in (o, ax.stride)]
+    up = view.expand(*t.shape[:2], *shape).reshape(
+        *t.shape[:2], *[ax.out * ax.stride for ax in axes])
+    pads = [q for ax in axes[::-1] for q in (0, max(0, ax.size + ax.padding - ax.out * ax.stride))]
+    up = F.pad(up, pads, value=fill) if any(pads) else up
+    return up[(..., *[slice(ax.padding, ax.padding + ax.size) for ax in axes])]
+
+
+def _disjoint_backward(grad, x, m, aux, axes):
+    """The ``"uniform"`` gradient when no two windows overlap (every stride at least the
+    window's extent): each input position lies in at most one window ``w`` and receives
+    ``g_w / |T_w|`` if it is in ``T_w`` (one term: no order of summation to keep)."""
+    acc = torch.float32 if grad.element_size() < 4 else grad.dtype
+    count = torch.where(aux >= 0, 1, torch.where(aux == -1, 1, -aux))
+    share = torch.where(aux == -1, 0, (grad.to(acc) / count.to(acc)).to(grad.dtype))
+    m_at, share_at = _upsample(m, axes, float("nan")), _upsample(share, axes, 0)
+    inside = True
+    for d, ax in enumerate(axes):  # the tap of p in its window is (p + padding) % stride
+        q = torch.arange(ax.size, device=x.device) + ax.padding
+        tap = q % ax.stride
+        ok = (tap % ax.dilation == 0) & (tap // ax.dilation < ax.kernel) \
+            & (q < ax.out * ax.stride)
+        inside = inside & ok.view(-1, *[1] * (len(axes) - 1 - d))
+    tie = (x == m_at) | (x.isnan() & m_at.isnan())
+    return torch.where(inside & tie, share_at, 0)
+
+
 _compiled = torch.compile(_window_stats, dynamic=False, fullgraph=True)
 _compiled_count = torch.compile(_tie_count, dynamic=False, fullgraph=True)
+_compiled_backward = torch.compile(_disjoint_backward, dynamic=False, fullgraph=True)
 
 
 def enabled(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
@@ -185,6 +227,15 @@ def tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]):
     """:func:`_tie_count` given PyTorch's window max ``m``, for windows of more than
     :data:`MAX_TAPS` taps, or None (the caller then counts eagerly)."""
     return _call(_compiled_count, x, m, axes) if enabled(x, axes) and not _small(axes) else None
+
+
+def disjoint_backward(grad, x, m, aux, axes):
+    """:func:`_disjoint_backward` where the windows do not overlap and have at most
+    :data:`MAX_TAPS` taps, or None (the caller then runs the general backward, which settles
+    the tied windows tap by tap: cheaper when they are few and large)."""
+    disjoint = all(ax.stride >= (ax.kernel - 1) * ax.dilation + 1 for ax in axes)
+    return _call(_compiled_backward, grad, x, m, aux, axes) \
+        if enabled(x, axes) and disjoint and _small(axes) else None
 
 
 def _call(fn, *args):

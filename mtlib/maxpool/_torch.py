@@ -4,8 +4,10 @@
 adaptive windows, :class:`mtlib.maxpool._geometry.PoolAxis`). PyTorch's own kernel computes
 what it computes right, and vectorized tensor ops do the rest:
 
-* forward: on a large CPU input with strided windows, ``"last"`` and ``"uniform"`` run as one
-  compiled loop (:mod:`mtlib.maxpool._compiled`). Otherwise ``F.max_pool{2,3}d`` /
+* forward: on a large CPU input with strided windows of few taps, ``"last"`` and
+  ``"uniform"`` run as one compiled loop (:mod:`mtlib.maxpool._compiled`, which also counts
+  ties in larger windows and computes the ``"uniform"`` backward of disjoint windows).
+  Otherwise ``F.max_pool{2,3}d`` /
   ``F.adaptive_max_pool{2,3}d`` with ``return_indices`` give the window max ``m`` (bit for bit
   PyTorch's value) and the first maximal entry (the last NaN of a NaN window: PyTorch's
   ``v > max or isnan(v)`` scan), and the tie count ``|T_w| = #{p in w : x_p = m_w}`` (NaN
@@ -240,6 +242,10 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     may so get its sum in another order than a window-by-window loop: the last bit of a 16-bit
     float can differ; disjoint windows are unaffected)."""
     lowest = int(aux.min()) if aux.numel() else 0  # -1: an empty window; below: a tie
+    if ties == "uniform" and lowest <= -2:
+        fast = _compiled.disjoint_backward(grad, x, m, aux, axes)
+        if fast is not None:
+            return fast
     single = grad if lowest >= 0 else torch.where(aux < 0, 0, grad)  # empty or tied: none
     gx = _native_backward(single, x, aux.clamp_min(0), axes)
     if ties != "uniform" or lowest > -2:

@@ -31,6 +31,12 @@ CASES = [
     (mp.max_pool2d, (1, 2, 8, 7), (6, 5), (2, 1), (3, 2), (1, 1), True, torch.float64),
     (mp.max_pool3d, (1, 2, 4, 6, 8), (2, 3, 6), (1, 2, 3), (1, 1, 3), (1, 1, 1), False,
      torch.bfloat16),
+    # disjoint windows: the compiled "uniform" backward too
+    (mp.max_pool2d, (2, 3, 7, 9), (2, 3), (2, 3), (1, 1), (1, 1), True, torch.bfloat16),
+    (mp.max_pool2d, (2, 3, 10, 12), (2, 2), (5, 4), (0, 1), (4, 2), True, torch.float64),
+    (mp.max_pool3d, (1, 2, 4, 6, 6), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), False,
+     torch.bfloat16),
+    (mp.max_pool2d, (1, 3, 7, 7), (7, 7), (7, 7), (0, 0), (1, 1), False, torch.float16),
 ]
 
 
@@ -48,7 +54,7 @@ def compile_everything(monkeypatch):
         return call
 
     monkeypatch.setattr(_compiled, "MIN_NUMEL", 0)
-    for name in ("_compiled", "_compiled_count"):
+    for name in ("_compiled", "_compiled_count", "_compiled_backward"):
         monkeypatch.setattr(_compiled, name, spy(name))
     return calls
 
@@ -79,7 +85,9 @@ def test_compiled_forward_is_the_definition(case, compile_everything):
         compile_everything.clear()
         y, gx = pool_and_grad(pool, x, g, *args, ties=ties, backend="torch")
         small = math.prod(kernel) <= _compiled.MAX_TAPS
-        assert compile_everything == ["_compiled" if small else "_compiled_count"]
+        disjoint = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel, stride, dilation))
+        assert compile_everything == ["_compiled" if small else "_compiled_count"] + [
+            "_compiled_backward"] * (ties == "uniform" and disjoint and small)
         assert_same(y, ref_y)
         assert_same(gx, ref_g)
         if ties == "last":
