@@ -9,6 +9,9 @@ applied to the stacked tangents ``(k, *x.shape)``, with ``k`` as a leading batch
   convolution of ``T_x`` with ``k`` folded into the batch, plus that of ``x`` with ``T_W`` (``k``
   folded into the output channels), plus ``T_b``; ``x @ W`` and ``W @ x``;
 * sums and means over dims (shifted by one), negation;
+* for one direction, selections and reorderings of their first argument (``split``, ``chunk``,
+  ``unbind``, indexing, ``narrow``, ``select``, ``gather``, ``permute``, ``transpose``, ``flip``,
+  ``roll``, ``expand``, ``repeat`` ...): the same op on the tangent;
 * ``a + b``, ``a - b`` and ``a * b`` with one or both dual (product rule), ``a / c`` for a
   constant ``c``.
 
@@ -50,6 +53,26 @@ def _reshape(func, args, kwargs):
         return wrap_one(out, one(args[0]).reshape(out.shape))
     t = args[0].tangents
     return wrap(out, t.reshape(t.shape[0], *out.shape))
+
+
+def _pick(func, args, kwargs):
+    """Selections and reorderings of one dual, the first argument (``split``, ``x[i]``,
+    ``permute``, ``flip`` ...), for one direction: the tangent is the same op on the tangent."""
+    x = args[0] if args else None
+    if not isinstance(x, Dual) or one(x) is None or _holds_dual((args[1:], kwargs)):
+        return None
+    out, tangent = func(x.primal, *args[1:], **kwargs), func(one(x), *args[1:], **kwargs)
+    if isinstance(out, torch.Tensor):
+        return wrap_one(out, tangent)
+    return type(out)(wrap_one(o, t) for o, t in zip(out, tangent))  # split, chunk, unbind
+
+
+def _holds_dual(tree) -> bool:
+    if isinstance(tree, (list, tuple)):
+        return any(_holds_dual(a) for a in tree)
+    if isinstance(tree, dict):
+        return any(_holds_dual(a) for a in tree.values())
+    return isinstance(tree, Dual)
 
 
 def _total(parts: list) -> torch.Tensor:
@@ -235,6 +258,11 @@ FAST: dict = {}
 for _f in funcs_named("reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
                       "contiguous", "clone"):
     FAST[_f] = _reshape
+for _f in funcs_named("split", "chunk", "unbind", "narrow", "select", "__getitem__", "index_select",
+                      "gather", "take_along_dim", "permute", "transpose", "swapaxes", "t", "T", "mT",
+                      "movedim", "expand", "broadcast_to", "flip", "roll", "diagonal", "tril", "triu",
+                      "repeat", "tile"):
+    FAST[_f] = _pick
 for _f in funcs_named("linear"):
     FAST[_f] = _linear
 for _n in (1, 2, 3):

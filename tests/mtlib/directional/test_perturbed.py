@@ -285,6 +285,30 @@ def test_linear_and_conv_with_perturbed_weights_equal_torch_func_jvp():
         torch.testing.assert_close(two[1], 2 * want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("pick", [
+    lambda v: torch.cat([p * (i + 1) for i, p in enumerate(v.split([4, 8]))]),
+    lambda v: torch.stack(v.view(3, 4).unbind(1)) + torch.stack(torch.chunk(v, 3)).T,
+    lambda v: v.view(3, 4)[1:, ::2].flatten() + v[torch.tensor([2, 0, 1, 5])] + v[v > 0].sum(),
+    lambda v: v.view(3, 4).permute(1, 0).flip(0).roll(1, 1).transpose(0, 1),
+    lambda v: v.view(3, 4).mT.t().narrow(0, 1, 2).select(1, 0),
+    lambda v: torch.index_select(v.view(3, 4), 1, torch.tensor([2, 0])).gather(0, torch.tensor([[1, 2]])),
+    lambda v: torch.take_along_dim(v.view(3, 4), torch.tensor([[1], [0], [3]]), 1) + v.view(3, 4).diagonal(),
+    lambda v: v.view(3, 4).tril().triu(-1).repeat(2, 1).tile(1, 2) + v.view(1, 12).expand(6, 12)[:, :8],
+    lambda v: torch.movedim(v.view(2, 3, 2), 0, 2).swapaxes(0, 1).broadcast_to(2, 2, 3, 2),
+])
+def test_one_tangent_selections_equal_torch_func_jvp(pick):
+    """Selections and reorderings of one dual take the same op on its tangent (k = 1); with two
+    tangents torch.func.jvp runs under vmap. Both must be exact: they only move numbers."""
+    gen = torch.Generator().manual_seed(14)
+    x, d, d2 = (torch.randn(12, generator=gen, dtype=f64) for _ in range(3))
+    want = torch.func.jvp(pick, (x,), (d,))[1]
+    assert torch.equal(jvp(pick, x, d)[1], want)
+    assert torch.equal(ld_jvp(pick, x, torch.stack([d, d2], -1))[1][..., 0], want)
+    f = lambda v: (pick(v) ** 2).sum()  # noqa: E731
+    torch.testing.assert_close(perturbed_gradient(f, x, direction=d), autograd_gradient(f, x),
+                               rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"ignore_index": 2}, {"label_smoothing": 0.1},
                                     {"weight": torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=f64)}])
 def test_cross_entropy_tangent_equals_torch_func_jvp(kwargs):
