@@ -1,7 +1,7 @@
 """CPU fast path of the tie-aware pools: fused loops compiled by Inductor.
 
 For a strided pool on a CPU tensor of at least :data:`MIN_NUMEL` entries (an adaptive pool
-whose windows all have one length is one), three ``torch.compile``\ d functions replace the
+whose windows all have one length is one), three ``torch.compile``\\ d functions replace the
 eager steps of :mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded
 with ``-inf``; the taps of a window are read in row-major order, in which the flat input
 index increases.
