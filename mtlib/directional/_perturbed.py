@@ -34,9 +34,9 @@ Cost: one forward pass carrying one tangent (each op computes its value and the 
 tangent) and one reverse pass through the tangent's chain: independent of the number of
 inputs, where :func:`mtlib.directional.lexicographic_gradient` carries one tangent per input.
 Drawing the default Gaussian direction adds one random number per input; with the Python
-dispatch of the dual ops it is what keeps a small network or an MLP above twice PyTorch's
-forward and backward pass on CPU (the recorded run of ``benchmarks/perturbed.py``: 1.8x to
-1.9x for CNNs of ``10^4`` to ``10^6`` parameters, 2.1x to 2.3x for MLPs).
+dispatch of the dual ops it is what keeps an MLP above twice PyTorch's forward and backward
+pass on CPU (``benchmarks/perturbed.py``, four runs: 1.7x to 2.1x for CNNs of ``10^4`` to
+``10^6`` parameters, 2.0x to 2.35x for MLPs; see ``benchmarks/README.md``).
 
 Chapter: lexicographic, training_valid.
 """
