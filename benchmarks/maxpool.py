@@ -6,11 +6,12 @@ with PyTorch's native ``max_pool{1,2,3}d`` / ``adaptive_max_pool{1,2,3}d`` so th
 hits all of them alike; the table reports the median time and its ratio to the native median.
 Implementations: ``native`` (PyTorch), ``first``, ``last``, ``uniform`` (mtlib with
 ``ties=...``, backend ``auto``: PyTorch's own kernel for ``first``, Triton on CUDA, on CPU
-the PyTorch path, whose forward is compiled by Inductor for large strided inputs) and ``naive_uniform``, the equal split users write today (unfold
-into windows, tie mask, weights mask / count; only for kernel = stride without padding).
-``first_call_ms`` is the first forward + backward on the case's shape, in a fresh Inductor
-cache: for ``last``/``uniform`` on CPU it includes compiling (once per shape, dtype, geometry
-and rule). ``GBps`` is the essential traffic (read x, write y, read g, write the input gradient) over the
+the PyTorch path, whose forward is compiled by Inductor for large strided inputs) and
+``naive_uniform``, the equal split users write today (unfold into windows, tie mask, weights
+mask / count; only for kernel = stride without padding). ``first_call_ms`` is the first
+forward + backward on the case's shape, in a fresh Inductor cache: for ``last``/``uniform`` on
+CPU it includes compiling (once per shape, dtype, geometry and rule). ``GBps`` is the
+essential traffic (read x, write y, read g, write the input gradient) over the
 median time: a lower bound of the achieved bandwidth; on CUDA ``peak_GBps`` is the device's
 theoretical bandwidth (memory clock x bus width x 2), so ``GBps / peak_GBps`` is the fraction
 reached (that path is untested: no GPU was available when it was written).
