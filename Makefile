@@ -148,7 +148,10 @@ sweep: $(STAMP)
 	$(BIN)/python -m mtlib.sweep $(NAME) --csv mtlib/sweep/results/$(NAME).csv $(if $(DASK),--scheduler $(DASK))
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/maxpool.py
+	$(BIN)/python benchmarks/maxpool.py --dtypes float32,bfloat16 --reps 11 --threads 2
+	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 OMP_NUM_THREADS=1 \
+		$(BIN)/python benchmarks/maxpool.py --dtypes float32,bfloat16 --reps 11 --threads 1 \
+		--setting capped --append
 	$(BIN)/python benchmarks/lexicographic.py
 	$(BIN)/python benchmarks/perturbed.py
 
