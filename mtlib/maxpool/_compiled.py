@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from mtlib.maxpool._geometry import PoolAxis, pool_output_size
 
 MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
-MAX_TAPS = 27  # larger windows: the eager path (PyTorch's forward is vectorized along them)
+MAX_TAPS = 27  # larger windows: PyTorch's forward (vectorized along them) and a compiled count
 _RECOMPILE_LIMIT = 512  # one compiled version per (shape, dtype, geometry, rule)
 _state = {"failed": None}
 
