@@ -164,7 +164,10 @@ def _tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]) -> 
     and the window reaches into the padding (too large); the caller recounts every window
     whose result is not 1, so neither matters."""
     win = _taps(x, axes, float("-inf"))
-    return (win == m[..., None]).sum(dim=-1, dtype=torch.int32)
+    tie = win == m[..., None]
+    if win.shape[-1] < 128:  # Inductor vectorizes an int32 sum of short windows better
+        return tie.to(torch.int32).sum(dim=-1)
+    return tie.sum(dim=-1, dtype=torch.int32)
 
 
 def _upsample(t: torch.Tensor, axes, fill) -> torch.Tensor:
