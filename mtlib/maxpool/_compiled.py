@@ -47,7 +47,10 @@ from mtlib.maxpool._geometry import PoolAxis, pool_output_size
 
 MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
 MAX_TAPS = 27  # larger windows: PyTorch's forward (vectorized along them) and a compiled count
-_RECOMPILE_LIMIT = 4096  # one compiled version per (shape, dtype, geometry, rule)
+# one compiled version per (shape, dtype, geometry, rule): Dynamo's recompile limits, raised
+# inside our calls only, under the names this torch release has
+_LIMITS = {name: 4096 for name in ("recompile_limit", "accumulated_recompile_limit")
+           if hasattr(torch._dynamo.config, name)}
 _state = {"failed": None}
 
 
@@ -244,8 +247,7 @@ def disjoint_backward(grad, x, m, aux, axes):
 def _call(fn, *args):
     """``fn(*args)``, or None if compiling fails (a warning, then the eager path for good)."""
     try:
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
-                                        accumulated_recompile_limit=_RECOMPILE_LIMIT), \
+        with torch._dynamo.config.patch(**_LIMITS), \
                 warnings.catch_warnings():  # Dynamo's and Inductor's own notices, not the user's
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
