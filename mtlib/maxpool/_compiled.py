@@ -43,7 +43,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from mtlib.maxpool._geometry import PoolAxis, pool_output_size
+from mtlib.maxpool._geometry import PoolAxis, window_view
 
 MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
 MAX_TAPS = 27  # larger windows: PyTorch's forward (vectorized along them) and a compiled count
@@ -56,30 +56,23 @@ _state = {"failed": None}
 
 def _taps(x: torch.Tensor, axes, fill) -> torch.Tensor:
     """The windows of ``x`` ``(B, C, *S)`` as ``(B, C, *out, K)``, taps in row-major order,
-    the padding read as ``fill``: a strided view of ``x`` padded."""
-    n = len(axes)
-    right = [max(0, (ax.out - 1) * ax.stride + (ax.kernel - 1) * ax.dilation + 1 - ax.padding
-                 - ax.size) for ax in axes]
-    pads = [p for ax, hi in zip(axes[::-1], right[::-1]) for p in (ax.padding, hi)]
-    xp = F.pad(x, pads, value=fill) if any(pads) else x
-    st = xp.stride()
-    return xp.as_strided(
-        (*x.shape[:2], *[ax.out for ax in axes], *[ax.kernel for ax in axes]),
-        (*st[:2], *[ax.stride * s for ax, s in zip(axes, st[2:])],
-         *[ax.dilation * s for ax, s in zip(axes, st[2:])])).flatten(2 + n)
+    the padding read as ``fill``."""
+    return window_view(x, axes, fill).flatten(2 + len(axes))
 
 
-def _tap_grid(axes, device):
-    """Per tap of every window, ``(*out, K)``: its input index along each axis (a list)."""
+def _read_taps(axes, device) -> torch.Tensor:
+    """``(*out, K)``: whether each tap of each window reads the input (not the padding). The
+    test of :meth:`PoolAxis.window_indices`, written as index arithmetic that Inductor fuses
+    into the loop (a table built with ``torch.where`` is loaded instead, and made the 3-d
+    forward twice as slow)."""
     n = len(axes)
-    grid = []
+    read = torch.ones((), dtype=torch.bool, device=device)
     for d, ax in enumerate(axes):
-        i = (torch.arange(ax.out, device=device) * ax.stride - ax.padding)[:, None] \
-            + torch.arange(ax.kernel, device=device) * ax.dilation
+        i = ax.starts().to(device)[:, None] + torch.arange(ax.kernel, device=device) * ax.dilation
         shape = [1] * (2 * n)
         shape[d], shape[n + d] = ax.out, ax.kernel
-        grid.append(i.view(shape).expand(*shape[:n], *[a.kernel for a in axes]).flatten(n))
-    return grid
+        read = read & ((i >= 0) & (i < ax.size)).view(shape)
+    return read.flatten(n)
 
 
 def _offsets(axes, device, dtype) -> torch.Tensor:
@@ -100,8 +93,7 @@ def _index_dtype(axes) -> torch.dtype:
 
 def _has_padding(axes) -> bool:
     """Whether a window reaches past an edge of ``x`` (its taps there are padding)."""
-    return any(ax.padding or ax.out != pool_output_size(ax.size, ax.kernel, ax.stride, 0,
-                                                       ax.dilation, False) for ax in axes)
+    return any(ax.padding or ax.overhang for ax in axes)
 
 
 def _plane_stats(x: torch.Tensor, axes, last: bool):
@@ -112,8 +104,7 @@ def _plane_stats(x: torch.Tensor, axes, last: bool):
     m = win.amax(dim=-1)
     tie = (win == m[..., None]) | (win.isnan() & m.isnan()[..., None])
     if _has_padding(axes):
-        for i, ax in zip(_tap_grid(axes, x.device), axes):
-            tie = tie & (i >= 0) & (i < ax.size)
+        tie = tie & _read_taps(axes, x.device)
     off = _offsets(axes, x.device, _index_dtype(axes))
     count = tie.sum(dim=-1, dtype=torch.int32)
     if last:
@@ -153,8 +144,8 @@ def _window_stats(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
     base, inner = 0, 1  # flat index of tap 0 of each window
     for d in reversed(range(n)):
         ax = axes[d]
-        o = torch.arange(ax.out, device=x.device).view(-1, *[1] * (n - 1 - d))
-        base, inner = base + (o * ax.stride - ax.padding) * inner, inner * ax.size
+        start = axes[d].starts().to(x.device).view(-1, *[1] * (n - 1 - d))
+        base, inner = base + start * inner, inner * ax.size
     if ties == "uniform":
         return m, torch.where(count == 1, base + at, torch.where(count == 0, -1, -count))
     # "last": the last tie; -1 for an empty window
@@ -191,10 +182,13 @@ def _upsample(t: torch.Tensor, axes, fill) -> torch.Tensor:
 def _disjoint_backward(grad, x, m, aux, axes):
     """The ``"uniform"`` gradient when no two windows overlap (every stride at least the
     window's extent): each input position lies in at most one window ``w`` and receives
-    ``g_w / |T_w|`` if it is in ``T_w`` (one term: no order of summation to keep)."""
+    ``g_w / |T_w|`` if it is in ``T_w`` (one term: no order of summation to keep). The shares
+    are rounded as :func:`mtlib.maxpool._torch._shares` rounds them, computed here so that
+    Inductor fuses them into the pass (an eager pass over the shares made the 1-d k2s2 pool
+    up to 1.5x slower)."""
     acc = torch.float32 if grad.element_size() < 4 else grad.dtype
     count = torch.where(aux >= 0, 1, torch.where(aux == -1, 1, -aux))
-    share = torch.where(aux == -1, 0, (grad.to(acc) / count.to(acc)).to(grad.dtype))
+    share = (grad.to(acc) / count.to(acc)).to(grad.dtype)  # an empty window holds no entry
     m_at, share_at = _upsample(m, axes, float("nan")), _upsample(share, axes, 0)
     inside = True
     for d, ax in enumerate(axes):  # the tap of p in its window is (p + padding) % stride
@@ -235,13 +229,16 @@ def tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]):
     return _call(_compiled_count, x, m, axes) if enabled(x, axes) and not _small(axes) else None
 
 
+def disjoint(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
+    """Whether :func:`disjoint_backward` runs: windows that do not overlap, of at most
+    :data:`MAX_TAPS` taps (else the general backward, which settles the tied windows tap by
+    tap, is cheaper: they are few and large)."""
+    return enabled(x, axes) and _small(axes) and all(ax.stride >= ax.extent for ax in axes)
+
+
 def disjoint_backward(grad, x, m, aux, axes):
-    """:func:`_disjoint_backward` where the windows do not overlap and have at most
-    :data:`MAX_TAPS` taps, or None (the caller then runs the general backward, which settles
-    the tied windows tap by tap: cheaper when they are few and large)."""
-    disjoint = all(ax.stride >= (ax.kernel - 1) * ax.dilation + 1 for ax in axes)
-    return _call(_compiled_backward, grad, x, m, aux, axes) \
-        if enabled(x, axes) and disjoint and _small(axes) else None
+    """:func:`_disjoint_backward`, or None if compiling fails."""
+    return _call(_compiled_backward, grad, x, m, aux, axes)
 
 
 def _call(fn, *args):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -65,7 +66,18 @@ class PoolAxis:
         """One past the last input index of window ``o`` (adaptive: ``ceil((o+1) L / out)``)."""
         if self.adaptive:
             return -(-(o + 1) * self.size // self.out)
-        return min(self.size, self.start(o) + (self.kernel - 1) * self.dilation + 1)
+        return min(self.size, self.start(o) + self.extent)
+
+    @property
+    def extent(self) -> int:
+        """Input positions a strided window spans from its first tap to its last."""
+        return (self.kernel - 1) * self.dilation + 1
+
+    @property
+    def overhang(self) -> int:
+        """Positions past the input's end that the last strided window reaches (its right
+        padding: ``padding`` or, in ceil mode, up to a stride more)."""
+        return max(0, (self.out - 1) * self.stride + self.extent - self.padding - self.size)
 
     def starts(self) -> torch.Tensor:
         """Input index read by tap 0 of every output, ``(out,)`` ``int64``."""
@@ -172,3 +184,16 @@ def output_shape(shape, kernel, stride, padding, dilation, ceil_mode, output_siz
         return (*shape[:2], *output_size)
     return (*shape[:2], *(pool_output_size(L, k, s, p, d, ceil_mode) for L, k, s, p, d
                           in zip(shape[2:], kernel, stride, padding, dilation)))
+
+
+def window_view(x: torch.Tensor, axes: tuple[PoolAxis, ...], fill) -> torch.Tensor:
+    """The windows of strided ``axes`` over the trailing axes of ``x`` ``(N, C, *S)`` as a view
+    ``(N, C, *out, *kernel)``: of ``x`` itself, or of ``x`` padded with ``fill`` where a window
+    reaches past an edge."""
+    pads = [p for ax in axes[::-1] for p in (ax.padding, ax.overhang)]
+    x = F.pad(x, pads, value=fill) if any(pads) else x
+    st = x.stride()
+    return x.as_strided(
+        (*x.shape[:2], *[ax.out for ax in axes], *[ax.kernel for ax in axes]),
+        (*st[:2], *[ax.stride * s for ax, s in zip(axes, st[2:])],
+         *[ax.dilation * s for ax, s in zip(axes, st[2:])]))

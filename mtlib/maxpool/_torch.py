@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlib.maxpool import _compiled
-from mtlib.maxpool._geometry import PoolAxis, pool_output_size
+from mtlib.maxpool._geometry import PoolAxis, pool_output_size, window_view
 
 Axes = tuple[PoolAxis, ...]
 _NATIVE = {2: F.max_pool2d, 3: F.max_pool3d}
@@ -111,16 +111,8 @@ def _tap_major_windows(x: torch.Tensor, axes: Axes):
             taken = flat.index_select(1, idx.clamp(0, ax.size - 1).T.flatten().to(x.device))
             x = taken.view(*shape[:dim], ax.kernel, ax.out, *shape[dim + 1:]).movedim(dim, d)
         return x, valid
-    left = [ax.padding for ax in axes]
-    right = [max(0, (ax.out - 1) * ax.stride + (ax.kernel - 1) * ax.dilation + 1 - ax.padding
-                 - ax.size) for ax in axes]
-    if any(left) or any(right):
-        x = F.pad(x, [p for lo, hi in zip(left[::-1], right[::-1]) for p in (lo, hi)])
-    st = x.stride()
-    return x.as_strided(
-        (*(ax.kernel for ax in axes), *x.shape[:2], *(ax.out for ax in axes)),
-        (*(ax.dilation * s for ax, s in zip(axes, st[2:])), *st[:2],
-         *(ax.stride * s for ax, s in zip(axes, st[2:])))), valid
+    taps_first = [*range(2 + n, 2 + 2 * n), 0, 1, *range(2, 2 + n)]
+    return window_view(x, axes, 0).permute(taps_first), valid
 
 
 def _count(x: torch.Tensor, m: torch.Tensor, axes: Axes) -> torch.Tensor:
@@ -242,7 +234,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     may so get its sum in another order than a window-by-window loop: the last bit of a 16-bit
     float can differ; disjoint windows are unaffected)."""
     lowest = int(aux.min()) if aux.numel() else 0  # -1: an empty window; below: a tie
-    if ties == "uniform" and lowest <= -2:
+    if ties == "uniform" and lowest <= -2 and _compiled.disjoint(x, axes):
         fast = _compiled.disjoint_backward(grad, x, m, aux, axes)
         if fast is not None:
             return fast
