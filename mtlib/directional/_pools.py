@@ -92,11 +92,13 @@ def _adaptive_tiling(v, out, nd: int):
 
 def _pool_finish(x, out, tiled, general) -> Dual:
     """The dual of a pool's value ``out``: the one-tangent tiled path where it applies (``tiled``:
-    a kernel or ``None``), else ``general(v, stacked tangents)``."""
+    a kernel or ``None``; one direction, stacked or not), else ``general(v, stacked tangents)``."""
     t = single(x)
     if t is not None and tiled is not None:
         return finish(out, _tiled_tangent(x.primal, t, out, tiled, len(tiled)), stacked=False)
     v, t = split(x)
+    if t.shape[0] == 1 and tiled is not None:
+        return finish(out, _tiled_tangent(v, t[0], out, tiled, len(tiled)).unsqueeze(0))
     return finish(out, general(v, t))
 
 
@@ -106,14 +108,12 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
     ``t`` holds the stacked tangents ``(k, *v.shape)``; ``out`` is torch's pooled value.
     Windows are cut with ``unfold`` after padding by ``-inf`` (padding and the extra right
     cells that ``ceil_mode`` adds never enter a tie set; a window that dilation places on
-    padding only is the constant ``-inf``, with tangent 0).
+    padding only is the constant ``-inf``, with tangent 0). One direction over windows that
+    tile the input takes :func:`_tiled_tangent` instead (:func:`_pool_finish`).
     """
     k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
     s = _ntuple(stride, nd) if stride not in (None, (), []) else k
     sizes, out_sizes = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
-    tiled = _tiling(v, out, kernel_size, stride, padding, dilation, nd)
-    if t.shape[0] == 1 and tiled is not None:
-        return _tiled_tangent(v, t[0], out, tiled, nd).unsqueeze(0)
     pads = []
     for i in reversed(range(nd)):
         need = (out_sizes[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1
@@ -149,10 +149,8 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
 def adaptive_tangent(v, t, out, nd: int) -> torch.Tensor:
     """Tangents of the lexicographic max of each adaptive-pool window: along an axis of length
     ``L`` with ``n`` outputs, window ``o`` is ``[floor(o L / n), ceil((o + 1) L / n))`` (torch's
-    windows). Windows are gathered to the longest one's length, the extra cells masked."""
-    tiled = _adaptive_tiling(v, out, nd)
-    if t.shape[0] == 1 and tiled is not None:  # equal windows tile
-        return _tiled_tangent(v, t[0], out, tiled, nd).unsqueeze(0)
+    windows). Windows are gathered to the longest one's length, the extra cells masked. One
+    direction over equal windows takes :func:`_tiled_tangent` instead (:func:`_pool_finish`)."""
     t = t.expand(t.shape[0], *v.shape)
     valid = torch.ones_like(v, dtype=torch.bool)
     parts = [v, valid, t]
