@@ -40,7 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mtlib.maxpool import _compiled
+from mtlib.maxpool import _compiled, _cpu
 from mtlib.maxpool._geometry import PoolAxis, pool_output_size, window_view
 
 Axes = tuple[PoolAxis, ...]
@@ -176,16 +176,17 @@ def forward(x: torch.Tensor, axes: Axes, ties: str):
             return m, index
         ids = m.isnan().flatten().nonzero().squeeze(1)  # they hold their last NaN, not first
     else:
+        fast = None if ties == "first" else _cpu.forward(x, axes, ties)
+        if fast is not None:
+            return fast
         m, index = _native_forward(x, axes)
         empty = _empty(axes, x.device)
         if empty is not None:
             index = torch.where(empty, -1, index)
         if ties == "first":
             return m, index
-        count = _compiled.tie_count(x, m, axes)
-        count = _count(x, m, axes) if count is None else count
         # windows with a tie, a NaN max (it counts 0) or no entry: settled below
-        ids = (count != 1).flatten().nonzero().squeeze(1)
+        ids = (_count(x, m, axes) != 1).flatten().nonzero().squeeze(1)
     if not len(ids):
         return m, index
     taps, _, member = _tie_members(x, m, ids, axes)  # tap by tap
@@ -242,9 +243,11 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     gx = _native_backward(single, x, aux.clamp_min(0), axes)
     if ties != "uniform" or lowest > -2:
         return gx
+    gx = gx.contiguous()
+    if _cpu.add_shares(gx, grad, x, m, aux, axes):
+        return gx
     ids, index, rows = _tied(x, m, aux, axes)
     share = _shares(grad.reshape(-1)[ids], -aux.reshape(-1)[ids])[rows]
-    gx = gx.contiguous()
     gx.view(-1).index_add_(0, index, share)  # a sequential loop in C on CPU
     return gx
 

@@ -1,0 +1,296 @@
+/* CPU kernels of the tie-aware max pool (mtlib/maxpool/_cpu.py compiles and loads them).
+ *
+ * A pool over planes of shape (S0, S1, S2), contiguous, one plane after the other. Along axis
+ * d, window o reads the input indices a_d[o] + t * step_d for t < c_d[o]: the taps that lie in
+ * the input (padding is never read), in increasing order. A window's taps are visited in
+ * row-major order, in which the flat index p = (p0 * S1 + p1) * S2 + p2 increases.
+ *
+ * pool_stats: for every window, in one pass over its taps, the window max m_w, the size of the
+ * tie set T_w = {p in w : x_p = m_w} (-0 = +0) and its least and greatest p; in a window
+ * holding a NaN, T_w is its NaN entries and m_w its last NaN (PyTorch's value). It writes m_w
+ * (the input entry, bit for bit; -inf for a window with no tap) and the companion index:
+ *   rule 0 ("last"):    the greatest p of T_w, the least for a NaN window, -1 if empty;
+ *   rule 1 ("uniform"): p when |T_w| = 1, -|T_w| from 2 on, -1 if empty.
+ * pool_shares: the second phase of the "uniform" backward: every window with aux <= -2 adds
+ * its share s_w = g_w / |T_w| (float arithmetic for 16-bit floats, rounded to the dtype) to
+ * gx_p for p in T_w, windows in row-major order, taps in row-major order, each addition
+ * rounded to the dtype as PyTorch's index_add_ rounds it.
+ * Planes are independent (no window reaches two), so they run in parallel without changing
+ * any sum. Only comparisons and additions: no flag of the compiler changes a result (no
+ * -ffast-math: NaN must compare unordered). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    int64_t size[3], out[3], step[3];
+    const int64_t *a[3], *c[3];
+} geometry;
+
+static void read_geometry(geometry *g, const int64_t *buf) {
+    const int64_t *p = buf + 9;
+    for (int d = 0; d < 3; d++) {
+        g->size[d] = buf[d];
+        g->out[d] = buf[3 + d];
+        g->step[d] = buf[6 + d];
+    }
+    for (int d = 0; d < 3; d++) {
+        g->a[d] = p;
+        g->c[d] = p + g->out[d];
+        p += 2 * g->out[d];
+    }
+}
+
+/* 16-bit floats: exact widening to float, and float to the nearest 16-bit value (ties to even;
+ * NaN stays NaN), as c10::BFloat16 and c10::Half convert. */
+static inline float bf16_load(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t bf16_store(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (f != f) return 0x7FC0;
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+static inline float fp_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint32_t fp_word(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* fp16_ieee_to_fp32_value / fp16_ieee_from_fp32_value of the FP16 library, which c10::Half
+ * uses on CPUs without F16C instructions (the same results as those instructions). */
+static inline float f16_load(uint16_t h) {
+    const uint32_t w = (uint32_t)h << 16;
+    const uint32_t sign = w & 0x80000000u;
+    const uint32_t two_w = w + w;
+    const float normalized = fp_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    const float denormalized = fp_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+    const uint32_t result = sign | (two_w < (1u << 27) ? fp_word(denormalized)
+                                                        : fp_word(normalized));
+    return fp_bits(result);
+}
+
+static inline uint16_t f16_store(float f) {
+    float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+    const uint32_t w = fp_word(f);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xFF000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    base = fp_bits((bias >> 1) + 0x07800000u) + base;
+    const uint32_t bits = fp_word(base);
+    const uint32_t exp_bits = (bits >> 13) & 0x00007C00u;
+    const uint32_t mantissa_bits = bits & 0x00000FFFu;
+    const uint32_t nonsign = exp_bits + mantissa_bits;
+    return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+static inline float f32_load(float v) { return v; }
+static inline double f64_load(double v) { return v; }
+static inline float f32_store(float v) { return v; }
+
+/* A window: taps in rows0 x rows1 rows of len entries; row (r0, r1) starts at
+ * base + r0 * stride0 + r1 * stride1 and its entries are step apart. */
+typedef struct {
+    int64_t base, rows0, rows1, stride0, stride1, len, step;
+} window;
+
+/* What one pass over a window finds: |T_w| and the least and greatest p in T_w (the NaN
+ * entries when there is one). */
+typedef struct {
+    int64_t count, first, last, nans;
+} ties;
+
+#define LANES 16  /* lanes of the max */
+#define BLOCK 32  /* entries per block of the count (the last block with a tie is kept) */
+
+/* SCALAR: one pass, tap by tap, in row-major order. ROWS: for rows of at least LANES
+ * contiguous entries (long windows: global and adaptive pools), two passes that the compiler
+ * vectorizes: the max in LANES lanes, then per row the number of entries equal to it and the
+ * last one (a NaN sends the window to SCALAR); the first tie is looked for only when there are
+ * several (m_w is its value, bit for bit: -0 and +0 tie). */
+#define WINDOW_FUNCTIONS(SUF, T, ACC, LOAD)                                                     \
+static ties scalar_##SUF(const T *xp, const window *w) {                                        \
+    ACC best = -INFINITY;                                                                          \
+    ties r = {0, -1, -1, 0};                                                                    \
+    int64_t nan_first = -1, nan_last = -1;                                                      \
+    for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
+        for (int64_t r1 = 0; r1 < w->rows1; r1++) {                                             \
+            const int64_t row = w->base + r0 * w->stride0 + r1 * w->stride1;                    \
+            for (int64_t i = 0; i < w->len; i++) {                                              \
+                const int64_t p = row + i * w->step;                                            \
+                const ACC v = LOAD(xp[p]);                                                      \
+                if (v < best) continue; /* the usual case: one comparison */                    \
+                if (v > best || (r.count == 0 && v == v)) {                                     \
+                    best = v; r.count = 1; r.first = p; r.last = p;                             \
+                } else if (v == best) {                                                         \
+                    r.count++; r.last = p;                                                      \
+                } else if (v != v) {                                                            \
+                    if (r.nans++ == 0) nan_first = p;                                           \
+                    nan_last = p;                                                               \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    if (r.nans) { r.count = r.nans; r.first = nan_first; r.last = nan_last; }                   \
+    return r;                                                                                   \
+}                                                                                               \
+                                                                                                \
+static ties rows_##SUF(const T *xp, const window *w) {                                          \
+    ACC lane[LANES];                                                                            \
+    int32_t nan_lane[LANES];                                                                    \
+    for (int j = 0; j < LANES; j++) { lane[j] = -INFINITY; nan_lane[j] = 0; }                   \
+    for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
+        for (int64_t r1 = 0; r1 < w->rows1; r1++) {                                             \
+            const T *seg = xp + w->base + r0 * w->stride0 + r1 * w->stride1;                    \
+            int64_t i = 0;                                                                      \
+            for (; i + LANES <= w->len; i += LANES)                                             \
+                for (int j = 0; j < LANES; j++) {                                               \
+                    const ACC v = LOAD(seg[i + j]);                                             \
+                    lane[j] = v > lane[j] ? v : lane[j];                                        \
+                    nan_lane[j] |= v != v;                                                      \
+                }                                                                               \
+            for (int j = 0; i + j < w->len; j++) {                                              \
+                const ACC v = LOAD(seg[i + j]);                                                 \
+                lane[j] = v > lane[j] ? v : lane[j];                                            \
+                nan_lane[j] |= v != v;                                                          \
+            }                                                                                   \
+        }                                                                                       \
+    ACC best = lane[0];                                                                         \
+    int32_t nan_seen = nan_lane[0];                                                             \
+    for (int j = 1; j < LANES; j++) {                                                           \
+        best = lane[j] > best ? lane[j] : best;                                                 \
+        nan_seen |= nan_lane[j];                                                                \
+    }                                                                                           \
+    if (nan_seen) return scalar_##SUF(xp, w);                                                   \
+    ties r = {0, -1, -1, 0};                                                                    \
+    for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
+        for (int64_t r1 = 0; r1 < w->rows1; r1++) {                                             \
+            const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;                  \
+            const T *seg = xp + start;                                                          \
+            int64_t hits = 0, block = -1, i = 0, at = -1;                                       \
+            for (; i + BLOCK <= w->len; i += BLOCK) {                                           \
+                int32_t h = 0;                                                                  \
+                for (int j = 0; j < BLOCK; j++) h += LOAD(seg[i + j]) == best;                  \
+                hits += h;                                                                      \
+                block = h ? i : block;                                                          \
+            }                                                                                   \
+            for (; i < w->len; i++)                                                             \
+                if (LOAD(seg[i]) == best) { hits++; at = i; }                                   \
+            for (int64_t k = block + BLOCK - 1; at < 0 && block >= 0 && k >= block; k--)         \
+                if (LOAD(seg[k]) == best) at = k;                                               \
+            if (hits) {                                                                         \
+                if (r.count == 0) r.first = start + at;                                         \
+                r.count += hits;                                                                \
+                r.last = start + at;                                                            \
+            }                                                                                   \
+        }                                                                                       \
+    if (r.count >= 2) { /* the least tie: a scan from the front, to the first hit */           \
+        r.first = -1;                                                                           \
+        for (int64_t r0 = 0; r0 < w->rows0 && r.first < 0; r0++)                                \
+            for (int64_t r1 = 0; r1 < w->rows1 && r.first < 0; r1++) {                          \
+                const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;              \
+                for (int64_t i = 0; i < w->len; i++)                                            \
+                    if (LOAD(xp[start + i]) == best) { r.first = start + i; break; }            \
+            }                                                                                   \
+    }                                                                                           \
+    return r;                                                                                   \
+}
+
+/* Window (o0, o1, o2) as rows (whole rows merged into one where the window holds them). */
+static window window_at(const geometry *g, int64_t o0, int64_t o1, int64_t o2) {
+    const int64_t c0 = g->c[0][o0], c1 = g->c[1][o1], c2 = g->c[2][o2];
+    window w = {(g->a[0][o0] * g->size[1] + g->a[1][o1]) * g->size[2] + g->a[2][o2], c0, c1,
+                g->step[0] * g->size[1] * g->size[2], g->step[1] * g->size[2], c2, g->step[2]};
+    if (c0 == 0 || c1 == 0 || c2 == 0) {
+        w.rows0 = 0;
+    } else if (w.step == 1 && c2 == g->size[2] && g->step[1] == 1) {
+        w.len *= c1;
+        w.rows1 = 1;
+        if (c1 == g->size[1] && g->step[0] == 1) { w.len *= c0; w.rows0 = 1; }
+    }
+    return w;
+}
+
+#define STATS_KERNEL(SUF, T, ACC, LOAD)                                                         \
+WINDOW_FUNCTIONS(SUF, T, ACC, LOAD)                                                             \
+void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int64_t *buf,      \
+                      int rule, const T *neg_inf, int threads) {                                \
+    geometry geo, *g = &geo;                                                                    \
+    read_geometry(g, buf);                                                                      \
+    const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
+    const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
+    const int64_t rows = planes * g->out[0] * g->out[1];                                        \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    for (int64_t r = 0; r < rows; r++) {                                                        \
+        const int64_t n = r / (g->out[0] * g->out[1]), o01 = r % (g->out[0] * g->out[1]);     \
+        const T *xp = x + n * plane;                                                            \
+        for (int64_t o2 = 0; o2 < g->out[2]; o2++) {                                            \
+            const window w = window_at(g, o01 / g->out[1], o01 % g->out[1], o2);                \
+            const int rowwise = w.step == 1 && w.len >= BLOCK;                                 \
+            const ties t = rowwise && w.rows0 > 0 ? rows_##SUF(xp, &w) : scalar_##SUF(xp, &w);   \
+            const int64_t at = n * outs + o01 * g->out[2] + o2;                                 \
+            m[at] = t.count ? xp[t.nans ? t.last : t.first] : *neg_inf;                         \
+            if (t.count == 0) aux[at] = -1;                                                     \
+            else if (rule == 0) aux[at] = t.nans ? t.first : t.last;                            \
+            else aux[at] = t.count == 1 ? t.first : -t.count;                                   \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+STATS_KERNEL(f32, float, float, f32_load)
+STATS_KERNEL(f64, double, double, f64_load)
+STATS_KERNEL(bf16, uint16_t, float, bf16_load)
+STATS_KERNEL(f16, uint16_t, float, f16_load)
+
+/* SHARE(g, count): g_w / |T_w| rounded to T; ADD: an addition rounded to T. */
+#define SHARES_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                            \
+void pool_shares_##SUF(T *gx, const T *x, const T *m, const int64_t *aux, const T *grad,       \
+                       int64_t planes, const int64_t *buf, int threads) {                       \
+    geometry geo, *g = &geo;                                                                    \
+    read_geometry(g, buf);                                                                      \
+    const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
+    const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    for (int64_t n = 0; n < planes; n++) {                                                      \
+        const T *xp = x + n * plane;                                                            \
+        T *gp = gx + n * plane;                                                                 \
+        for (int64_t o = 0; o < outs; o++) {                                                    \
+            const int64_t at = n * outs + o;                                                    \
+            if (aux[at] > -2) continue;                                                         \
+            const window w = window_at(g, o / (g->out[1] * g->out[2]),                          \
+                                       o / g->out[2] % g->out[1], o % g->out[2]);               \
+            const ACC mw = LOAD(m[at]);                                                         \
+            const ACC share = LOAD(STORE(DIV(LOAD(grad[at]), -aux[at])));                       \
+            for (int64_t r0 = 0; r0 < w.rows0; r0++)                                            \
+                for (int64_t r1 = 0; r1 < w.rows1; r1++) {                                      \
+                    const int64_t row = w.base + r0 * w.stride0 + r1 * w.stride1;               \
+                    for (int64_t i = 0; i < w.len; i++) {                                       \
+                        const int64_t p = row + i * w.step;                                     \
+                        const ACC v = LOAD(xp[p]);                                              \
+                        if (v == mw || (v != v && mw != mw)) gp[p] = STORE(LOAD(gp[p]) + share); \
+                    }                                                                           \
+                }                                                                               \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+/* PyTorch divides in float for float and the 16-bit floats, in double for double */
+#define FLOAT_DIV(a, count) ((a) / (float)(count))
+#define DOUBLE_DIV(a, count) ((a) / (double)(count))
+static inline double f64_store(double v) { return v; }
+SHARES_KERNEL(f32, float, float, f32_load, f32_store, FLOAT_DIV)
+SHARES_KERNEL(f64, double, double, f64_load, f64_store, DOUBLE_DIV)
+SHARES_KERNEL(bf16, uint16_t, float, bf16_load, bf16_store, FLOAT_DIV)
+SHARES_KERNEL(f16, uint16_t, float, f16_load, f16_store, FLOAT_DIV)
