@@ -1,35 +1,28 @@
-"""CPU fast path of the tie-aware pools: fused loops compiled by Inductor.
+"""CPU fast path of the tie-aware pools with small windows: a loop compiled by Inductor.
 
-For a strided pool on a CPU tensor of at least :data:`MIN_NUMEL` entries (an adaptive pool
-whose windows all have one length is one), three ``torch.compile``\\ d functions replace the
-eager steps of :mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded
-with ``-inf``; the taps of a window are read in row-major order, in which the flat input
-index increases.
-
-* Windows of at most :data:`MAX_TAPS` taps, ``"last"`` and ``"uniform"`` forward: one pass
-  over each window's taps gives the window max ``m_w = max_{p in w} x_p`` (NaN when the
-  window holds a NaN), exact; the size of the tie set ``T_w = {p in w : x_p = m_w}`` (the NaN
-  entries of a NaN window; padding never); and its first (``"uniform"``) or last (``"last"``)
-  entry, the least or greatest flat index in ``T_w``. From them comes the companion index
-  (``"uniform"``: the index when ``|T_w| = 1``, ``-|T_w|`` from two on, -1 for an empty
-  window; ``"last"``: the last tie, where the caller then settles the NaN windows, whose pick
-  is their first NaN). A 3-d pool runs in two stages (depth windows of every ``(h, w)``
-  column, then the ``(H, W)`` windows of the column results). PyTorch's own CPU kernel is a
-  scalar loop that only finds the first maximal entry; this one loop replaces it.
-* Larger windows (global pools): PyTorch's forward, which is fast there, and one compiled
-  pass ``#{p in w : x_p = m_w}`` (:func:`_tie_count`) that finds the windows to settle.
-* ``"uniform"`` backward where no two windows overlap (every stride at least the window's
-  extent) and the windows have at most :data:`MAX_TAPS` taps: each input position lies in at
-  most one window and receives ``g_w / |T_w|`` if it ties there (:func:`_disjoint_backward`),
-  one pass instead of settling every tied window tap by tap.
+For a strided pool of at most :data:`MAX_TAPS` taps per window on a CPU tensor of at least
+:data:`MIN_NUMEL` entries (an adaptive pool whose windows all have one length is one), a
+``torch.compile``\\ d function replaces the ``"last"``/``"uniform"`` forward of
+:mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded with ``-inf``; the
+taps of a window are read in row-major order, in which the flat input index increases. One
+pass over each window's taps gives the window max ``m_w = max_{p in w} x_p`` (NaN when the
+window holds a NaN), exact; the size of the tie set ``T_w = {p in w : x_p = m_w}`` (the NaN
+entries of a NaN window; padding never); and its first (``"uniform"``) or last (``"last"``)
+entry, the least or greatest flat index in ``T_w``. From them comes the companion index
+(``"uniform"``: the index when ``|T_w| = 1``, ``-|T_w|`` from two on, -1 for an empty window;
+``"last"``: the last tie, where the caller then settles the NaN windows, whose pick is their
+first NaN). A 3-d pool runs in two stages (depth windows of every ``(h, w)`` column, then the
+``(H, W)`` windows of the column results). Inductor vectorizes this loop across neighbouring
+windows, which the C kernel (:mod:`mtlib.maxpool._cpu`, one window after another, as PyTorch's
+own kernel) does not: on these pools it is up to 1.5x faster than that kernel (measured).
+Every other CPU pool, and every backward, runs the C kernel.
 
 The values are those of the eager path bit for bit (the tests compare both with a brute-force
-oracle). Each compiled function is specialized to the shape, dtype and geometry
-(``dynamic=False``): the first call on a new one compiles (about 1 to 10 s on the benchmark's
-CPU, ``first_call_ms`` in its table; Inductor caches it on disk), later calls reuse it. With
-no C++ compiler, ``MTLIB_POOL_COMPILE=0`` in the environment, fewer than :data:`MIN_NUMEL`
-entries, or adaptive windows of two lengths, the eager path runs; if a compile fails, a
-warning says so once and the eager path is used from then on.
+oracle). The function is specialized to the shape, dtype and geometry (``dynamic=False``): the
+first call on a new one compiles (about 1 to 10 s on the benchmark's CPU, ``first_call_ms`` in
+its table; Inductor caches it on disk), later calls reuse it. With no C++ compiler or
+``MTLIB_POOL_COMPILE=0`` in the environment, it does not run; if a compile fails, a warning
+says so once and the C kernel (or the eager path) is used from then on.
 
 Chapter: pools_practice (the speed table).
 """
@@ -41,12 +34,11 @@ import os
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from mtlib.maxpool._geometry import PoolAxis, window_view
 
 MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
-MAX_TAPS = 27  # larger windows: PyTorch's forward (vectorized along them) and a compiled count
+MAX_TAPS = 27  # larger windows: the C kernel (it reads long rows of taps vectorized)
 # one compiled version per (shape, dtype, geometry, rule): Dynamo's recompile limits, raised
 # inside our calls only, under the names this torch release has
 _LIMITS = {name: 4096 for name in ("recompile_limit", "accumulated_recompile_limit")
@@ -107,7 +99,11 @@ def _plane_stats(x: torch.Tensor, axes, last: bool):
         tie = tie & _read_taps(axes, x.device)
     off = _offsets(axes, x.device, _index_dtype(axes))
     count = tie.sum(dim=-1, dtype=torch.int32)
-    if last:
+    if last:  # two forms of one value; Inductor's loops for 16-bit floats are twice as fast
+        # with the first and those for 32/64-bit floats with the second (measured: k2s2 pool
+        # of (128, 512, 4, 4) entries, 2.1 vs 5.7 ms in bfloat16, 0.9 vs 2.0 ms in float32)
+        if x.element_size() == 2:
+            return m, count, torch.where(tie, off, -1).amax(dim=-1)
         return m, count, (tie * (off + 1)).amax(dim=-1) - 1
     past = math.prod([ax.size for ax in axes])  # above every offset
     return m, count, past - (tie * (past - off)).amax(dim=-1)
@@ -152,93 +148,21 @@ def _window_stats(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
     return m, torch.where(count == 0, -1, base + at)
 
 
-def _tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]) -> torch.Tensor:
-    """``#{p in w : x_p = m_w}`` over the window's taps, padding read as ``-inf``: one pass,
-    a sum over each window. It is ``|T_w|`` except in a NaN window (0) or where ``m_w = -inf``
-    and the window reaches into the padding (too large); the caller recounts every window
-    whose result is not 1, so neither matters."""
-    win = _taps(x, axes, float("-inf"))
-    tie = win == m[..., None]
-    if win.shape[-1] < 128:  # Inductor vectorizes an int32 sum of short windows better
-        return tie.to(torch.int32).sum(dim=-1)
-    return tie.sum(dim=-1, dtype=torch.int32)
-
-
-def _upsample(t: torch.Tensor, axes, fill) -> torch.Tensor:
-    """``t`` ``(B, C, *out)`` read at every input position ``p`` through the window that
-    would hold it, ``o = (p + padding) // stride`` per axis (``fill`` past the last window):
-    a broadcast of each output over its stride, shifted by the padding."""
-    n = len(axes)
-    view = t[(..., *[None] * n)].movedim([2 + n + d for d in range(n)],
-                                         [3 + 2 * d for d in range(n)])
-    shape = [s for ax, o in zip(axes, t.shape[2:]) for s in (o, ax.stride)]
-    up = view.expand(*t.shape[:2], *shape).reshape(
-        *t.shape[:2], *[ax.out * ax.stride for ax in axes])
-    pads = [q for ax in axes[::-1] for q in (0, max(0, ax.size + ax.padding - ax.out * ax.stride))]
-    up = F.pad(up, pads, value=fill) if any(pads) else up
-    return up[(..., *[slice(ax.padding, ax.padding + ax.size) for ax in axes])]
-
-
-def _disjoint_backward(grad, x, m, aux, axes):
-    """The ``"uniform"`` gradient when no two windows overlap (every stride at least the
-    window's extent): each input position lies in at most one window ``w`` and receives
-    ``g_w / |T_w|`` if it is in ``T_w`` (one term: no order of summation to keep). The shares
-    are rounded as :func:`mtlib.maxpool._torch._shares` rounds them, computed here so that
-    Inductor fuses them into the pass (an eager pass over the shares made the 1-d k2s2 pool
-    up to 1.5x slower)."""
-    acc = torch.float32 if grad.element_size() < 4 else grad.dtype
-    count = torch.where(aux >= 0, 1, torch.where(aux == -1, 1, -aux))
-    share = (grad.to(acc) / count.to(acc)).to(grad.dtype)  # an empty window holds no entry
-    m_at, share_at = _upsample(m, axes, float("nan")), _upsample(share, axes, 0)
-    inside = True
-    for d, ax in enumerate(axes):  # the tap of p in its window is (p + padding) % stride
-        q = torch.arange(ax.size, device=x.device) + ax.padding
-        tap = q % ax.stride
-        ok = (tap % ax.dilation == 0) & (tap // ax.dilation < ax.kernel) \
-            & (q < ax.out * ax.stride)
-        inside = inside & ok.view(-1, *[1] * (len(axes) - 1 - d))
-    tie = (x == m_at) | (x.isnan() & m_at.isnan())
-    return torch.where(inside & tie, share_at, 0)
-
-
 _compiled = torch.compile(_window_stats, dynamic=False, fullgraph=True)
-_compiled_count = torch.compile(_tie_count, dynamic=False, fullgraph=True)
-_compiled_backward = torch.compile(_disjoint_backward, dynamic=False, fullgraph=True)
 
 
 def enabled(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
-    """Whether the compiled functions run for this input (the module docstring's conditions)."""
+    """Whether the compiled function runs for this input (the module docstring's conditions)."""
     return (x.device.type == "cpu" and x.numel() >= MIN_NUMEL and not axes[0].adaptive
+            and math.prod([ax.kernel for ax in axes]) <= MAX_TAPS
             and x.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
             and _state["failed"] is None and os.environ.get("MTLIB_POOL_COMPILE", "1") != "0")
 
 
-def _small(axes) -> bool:
-    return math.prod([ax.kernel for ax in axes]) <= MAX_TAPS
-
-
 def forward(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
-    """``(m, aux)`` of the ``"last"``/``"uniform"`` forward for windows of at most
-    :data:`MAX_TAPS` taps, or None (the caller then runs the eager path)."""
-    return _call(_compiled, x, axes, ties) if enabled(x, axes) and _small(axes) else None
-
-
-def tie_count(x: torch.Tensor, m: torch.Tensor, axes: tuple[PoolAxis, ...]):
-    """:func:`_tie_count` given PyTorch's window max ``m``, for windows of more than
-    :data:`MAX_TAPS` taps, or None (the caller then counts eagerly)."""
-    return _call(_compiled_count, x, m, axes) if enabled(x, axes) and not _small(axes) else None
-
-
-def disjoint(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
-    """Whether :func:`disjoint_backward` runs: windows that do not overlap, of at most
-    :data:`MAX_TAPS` taps (else the general backward, which settles the tied windows tap by
-    tap, is cheaper: they are few and large)."""
-    return enabled(x, axes) and _small(axes) and all(ax.stride >= ax.extent for ax in axes)
-
-
-def disjoint_backward(grad, x, m, aux, axes):
-    """:func:`_disjoint_backward`, or None if compiling fails."""
-    return _call(_compiled_backward, grad, x, m, aux, axes)
+    """``(m, aux)`` of the ``"last"``/``"uniform"`` forward, or None (the caller then runs the
+    C kernel or the eager path)."""
+    return _call(_compiled, x, axes, ties) if enabled(x, axes) else None
 
 
 def _call(fn, *args):

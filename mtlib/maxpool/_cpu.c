@@ -11,10 +11,11 @@
  * (the input entry, bit for bit; -inf for a window with no tap) and the companion index:
  *   rule 0 ("last"):    the greatest p of T_w, the least for a NaN window, -1 if empty;
  *   rule 1 ("uniform"): p when |T_w| = 1, -|T_w| from 2 on, -1 if empty.
- * pool_shares: the second phase of the "uniform" backward: every window with aux <= -2 adds
- * its share s_w = g_w / |T_w| (float arithmetic for 16-bit floats, rounded to the dtype) to
- * gx_p for p in T_w, windows in row-major order, taps in row-major order, each addition
- * rounded to the dtype as PyTorch's index_add_ rounds it.
+ * pool_backward: the "uniform" gradient in the order mtlib documents: every window
+ * with one maximal entry adds g_w to it (as PyTorch's backward kernel does), then every window
+ * with |T_w| >= 2 adds its share s_w = g_w / |T_w| (float arithmetic for 16-bit floats,
+ * rounded to the dtype) to gx_p for p in T_w, windows in row-major order, taps in row-major
+ * order; each addition rounded to the dtype (as c10's 16-bit float types round).
  * Planes are independent (no window reaches two), so they run in parallel without changing
  * any sum. Only comparisons and additions: no flag of the compiler changes a result (no
  * -ffast-math: NaN must compare unordered). */
@@ -254,10 +255,13 @@ STATS_KERNEL(f64, double, double, f64_load)
 STATS_KERNEL(bf16, uint16_t, float, bf16_load)
 STATS_KERNEL(f16, uint16_t, float, f16_load)
 
-/* SHARE(g, count): g_w / |T_w| rounded to T; ADD: an addition rounded to T. */
-#define SHARES_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                            \
-void pool_shares_##SUF(T *gx, const T *x, const T *m, const int64_t *aux, const T *grad,       \
-                       int64_t planes, const int64_t *buf, int threads) {                       \
+/* The backward of one plane after another: gx = 0; then every window with one selected entry
+ * (aux >= 0: "last", or "uniform" with one maximal entry) adds g_w there (window order: PyTorch's backward kernel), then every window
+ * with |T_w| >= 2 adds its share to each tie (window order, taps in row-major order); each
+ * addition rounded to T. DIV(g, count) is the share g_w / |T_w| before rounding. */
+#define BACKWARD_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                          \
+void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,                    \
+                         const T *grad, int64_t planes, const int64_t *buf, int threads) {     \
     geometry geo, *g = &geo;                                                                    \
     read_geometry(g, buf);                                                                      \
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
@@ -265,24 +269,30 @@ void pool_shares_##SUF(T *gx, const T *x, const T *m, const int64_t *aux, const 
     _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
     for (int64_t n = 0; n < planes; n++) {                                                      \
         const T *xp = x + n * plane;                                                            \
+        const int64_t *ap = aux + n * outs;                                                     \
+        const T *gw = grad + n * outs;                                                          \
         T *gp = gx + n * plane;                                                                 \
-        for (int64_t o = 0; o < outs; o++) {                                                    \
-            const int64_t at = n * outs + o;                                                    \
-            if (aux[at] > -2) continue;                                                         \
-            const window w = window_at(g, o / (g->out[1] * g->out[2]),                          \
-                                       o / g->out[2] % g->out[1], o % g->out[2]);               \
-            const ACC mw = LOAD(m[at]);                                                         \
-            const ACC share = LOAD(STORE(DIV(LOAD(grad[at]), -aux[at])));                       \
-            for (int64_t r0 = 0; r0 < w.rows0; r0++)                                            \
-                for (int64_t r1 = 0; r1 < w.rows1; r1++) {                                      \
-                    const int64_t row = w.base + r0 * w.stride0 + r1 * w.stride1;               \
-                    for (int64_t i = 0; i < w.len; i++) {                                       \
-                        const int64_t p = row + i * w.step;                                     \
-                        const ACC v = LOAD(xp[p]);                                              \
-                        if (v == mw || (v != v && mw != mw)) gp[p] = STORE(LOAD(gp[p]) + share); \
-                    }                                                                           \
+        memset(gp, 0, (size_t)plane * sizeof(T));                                               \
+        for (int64_t o = 0; o < outs; o++)                                                      \
+            if (ap[o] >= 0) gp[ap[o]] = STORE(LOAD(gp[ap[o]]) + LOAD(gw[o]));                   \
+        for (int64_t o0 = 0, o = 0; o0 < g->out[0]; o0++)                                       \
+            for (int64_t o1 = 0; o1 < g->out[1]; o1++)                                          \
+                for (int64_t o2 = 0; o2 < g->out[2]; o2++, o++) {                               \
+                    if (ap[o] > -2) continue;                                                   \
+                    const window w = window_at(g, o0, o1, o2);                                  \
+                    const ACC mw = LOAD(m[n * outs + o]);                                       \
+                    const ACC share = LOAD(STORE(DIV(LOAD(gw[o]), -ap[o])));                    \
+                    for (int64_t r0 = 0; r0 < w.rows0; r0++)                                    \
+                        for (int64_t r1 = 0; r1 < w.rows1; r1++) {                              \
+                            const int64_t row = w.base + r0 * w.stride0 + r1 * w.stride1;       \
+                            for (int64_t i = 0; i < w.len; i++) {                               \
+                                const int64_t p = row + i * w.step;                             \
+                                const ACC v = LOAD(xp[p]);                                      \
+                                if (v == mw || (v != v && mw != mw))                            \
+                                    gp[p] = STORE(LOAD(gp[p]) + share);                         \
+                            }                                                                   \
+                        }                                                                       \
                 }                                                                               \
-        }                                                                                       \
     }                                                                                           \
 }
 
@@ -290,7 +300,7 @@ void pool_shares_##SUF(T *gx, const T *x, const T *m, const int64_t *aux, const 
 #define FLOAT_DIV(a, count) ((a) / (float)(count))
 #define DOUBLE_DIV(a, count) ((a) / (double)(count))
 static inline double f64_store(double v) { return v; }
-SHARES_KERNEL(f32, float, float, f32_load, f32_store, FLOAT_DIV)
-SHARES_KERNEL(f64, double, double, f64_load, f64_store, DOUBLE_DIV)
-SHARES_KERNEL(bf16, uint16_t, float, bf16_load, bf16_store, FLOAT_DIV)
-SHARES_KERNEL(f16, uint16_t, float, f16_load, f16_store, FLOAT_DIV)
+BACKWARD_KERNEL(f32, float, float, f32_load, f32_store, FLOAT_DIV)
+BACKWARD_KERNEL(f64, double, double, f64_load, f64_store, DOUBLE_DIV)
+BACKWARD_KERNEL(bf16, uint16_t, float, bf16_load, bf16_store, FLOAT_DIV)
+BACKWARD_KERNEL(f16, uint16_t, float, f16_load, f16_store, FLOAT_DIV)

@@ -1,24 +1,29 @@
 """CPU kernels of the tie-aware pools, in C (``_cpu.c``), compiled once per machine.
 
-:func:`forward` replaces the eager ``"last"``/``"uniform"`` forward of
-:mod:`mtlib.maxpool._torch` on every CPU pool (strided or adaptive, 1-d to 3-d, float16 to
-float64): one pass over each window's taps, as PyTorch's own scalar kernel makes, gives the
-window max ``m_w`` (PyTorch's value, bit for bit), the size of the tie set
-``T_w = {p in w : x_p = m_w}`` (the NaN entries of a NaN window; padding never) and its least
-and greatest flat index, hence the companion index of either rule. :func:`add_shares` is the
-second phase of the ``"uniform"`` backward: each window with ``|T_w| >= 2``, in row-major
-order, adds ``g_w / |T_w|`` to its tie set, rounded as PyTorch's ``index_add_`` rounds (the
-first phase, the windows with one maximum, stays PyTorch's backward kernel). Both are the
-eager path's values bit for bit (the tests compare them with a brute-force oracle); the
-planes ``(n, c)`` run in parallel on ``torch.get_num_threads()`` threads (OpenMP), which no
-sum depends on.
+:func:`forward` is the ``"last"``/``"uniform"`` forward of every CPU pool (strided or
+adaptive, 1-d to 3-d, float16 to float64) that the Inductor loop of
+:mod:`mtlib.maxpool._compiled` does not take (small inputs, windows of more than 27 taps,
+adaptive windows of two lengths). One pass over each window's taps, as PyTorch's own scalar
+kernel makes, gives the window max ``m_w`` (PyTorch's value, bit for bit), the size of the
+tie set ``T_w = {p in w : x_p = m_w}`` (the NaN entries of a NaN window; padding never) and
+its least and greatest flat index, hence the companion index of either rule; a window whose
+taps form rows of at least 32 contiguous entries (global and adaptive pools) takes two
+vectorized passes instead, the max and then the entries equal to it. :func:`backward` is the
+``"last"``/``"uniform"`` gradient in the order :mod:`mtlib.maxpool._torch` documents (every
+window with one selected entry adds ``g_w`` there, in window order, as PyTorch's backward
+kernel does; then every tied window adds ``g_w / |T_w|`` to its ties), each addition rounded
+to the dtype. Both give the eager path's values bit for bit (the tests compare them with a
+brute-force oracle); the planes ``(n, c)`` run in parallel on ``torch.get_num_threads()``
+threads (OpenMP), on which no sum depends.
 
-The C file is compiled by the machine's C compiler (``$CC``, else ``cc``) with ``-O3
--fopenmp -ffp-contract=off`` on the first call (about a second) into
+The C file is compiled by the machine's C compiler (``$CC``, else ``cc`` or ``gcc``) with
+``-O3 -fopenmp -ffp-contract=off`` on the first call (about a second) into
 ``$MTLIB_CACHE_DIR`` (default ``~/.cache/mtlib``) under a name hashing the source, the
-compiler and the flags, and loaded with :mod:`ctypes`; later processes load it at once. With no
-compiler, or ``MTLIB_POOL_COMPILE=0`` in the environment, the eager path runs (same values,
-slower); if compiling fails, a warning says so once and the eager path is used from then on.
+compiler and the flags, and loaded with :mod:`ctypes`; later processes load it at once. Only
+comparisons, conversions and single additions and divisions: no compiler flag can change a
+result (none like ``-ffast-math`` is used: NaN must compare unordered). With no compiler, or
+``MTLIB_POOL_COMPILE=0`` in the environment, the eager path runs (same values, slower); if
+compiling fails, a warning says so once and the eager path is used from then on.
 
 Chapter: pools_practice (the speed table).
 """
@@ -79,7 +84,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     for suffix in _SUFFIX.values():
         getattr(lib, f"pool_stats_{suffix}").argtypes = [_P, _P, _P, _I64, _P, _INT, _P, _INT]
-        getattr(lib, f"pool_shares_{suffix}").argtypes = [_P, _P, _P, _P, _P, _I64, _P, _INT]
+        getattr(lib, f"pool_backward_{suffix}").argtypes = [_P] * 5 + [_I64, _P, _INT]
     return lib
 
 
@@ -144,14 +149,15 @@ def forward(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
     return m, aux
 
 
-def add_shares(gx: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor,
-               aux: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
-    """Add the tied windows' shares to ``gx`` in place (contiguous, shape of ``x``); False if
-    the kernel cannot run (the caller adds them eagerly)."""
-    if not (enabled(x) and gx.is_contiguous() and gx.dtype == x.dtype):
-        return False
+def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Tensor,
+             axes: tuple[PoolAxis, ...]) -> torch.Tensor | None:
+    """The ``"last"`` or ``"uniform"`` gradient with respect to ``x`` (contiguous) given the
+    forward's companion ``aux``, or None (the caller runs the eager path)."""
+    if not enabled(x):
+        return None
+    gx = torch.empty_like(x)
     grad, m, aux = grad.contiguous(), m.contiguous(), aux.contiguous()
-    getattr(_state["lib"], f"pool_shares_{_SUFFIX[x.dtype]}")(
+    getattr(_state["lib"], f"pool_backward_{_SUFFIX[x.dtype]}")(
         gx.data_ptr(), x.data_ptr(), m.data_ptr(), aux.data_ptr(), grad.data_ptr(),
         x.shape[0] * x.shape[1], _geometry(axes).data_ptr(), torch.get_num_threads())
-    return True
+    return gx

@@ -234,20 +234,17 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     their shares, in increasing window order (an entry that several overlapping windows reach
     may so get its sum in another order than a window-by-window loop: the last bit of a 16-bit
     float can differ; disjoint windows are unaffected)."""
+    fast = None if ties == "first" else _cpu.backward(grad, x, m, aux, axes)
+    if fast is not None:
+        return fast
     lowest = int(aux.min()) if aux.numel() else 0  # -1: an empty window; below: a tie
-    if ties == "uniform" and lowest <= -2 and _compiled.disjoint(x, axes):
-        fast = _compiled.disjoint_backward(grad, x, m, aux, axes)
-        if fast is not None:
-            return fast
     single = grad if lowest >= 0 else torch.where(aux < 0, 0, grad)  # empty or tied: none
     gx = _native_backward(single, x, aux.clamp_min(0), axes)
     if ties != "uniform" or lowest > -2:
         return gx
-    gx = gx.contiguous()
-    if _cpu.add_shares(gx, grad, x, m, aux, axes):
-        return gx
     ids, index, rows = _tied(x, m, aux, axes)
     share = _shares(grad.reshape(-1)[ids], -aux.reshape(-1)[ids])[rows]
+    gx = gx.contiguous()
     gx.view(-1).index_add_(0, index, share)  # a sequential loop in C on CPU
     return gx
 
