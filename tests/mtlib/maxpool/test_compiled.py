@@ -1,6 +1,8 @@
 """The compiled CPU forward (mtlib.maxpool._compiled): the same values, companion indices and
 gradients as the definitions, on ties, NaN, inf, padding, dilation, ceil mode, empty windows,
-1-d/2-d/3-d pools and 16-bit floats; the switch and the fallback when compiling fails."""
+1-d/2-d/3-d pools and 16-bit floats; that it runs exactly on windows of at most MAX_TAPS taps
+(larger ones and every backward: the C kernel); the switch and the fallback when compiling
+fails."""
 
 from __future__ import annotations
 
@@ -27,11 +29,11 @@ CASES = [
      torch.bfloat16),
     (mp.max_pool3d, (1, 2, 5, 6, 7), (2, 2, 3), (2, 1, 2), (1, 0, 1), (2, 1, 1), True,
      torch.float64),
-    # more than MAX_TAPS taps: PyTorch's forward and the compiled tie count
+    # more than MAX_TAPS taps: not compiled (the C kernel)
     (mp.max_pool2d, (1, 2, 8, 7), (6, 5), (2, 1), (3, 2), (1, 1), True, torch.float64),
     (mp.max_pool3d, (1, 2, 4, 6, 8), (2, 3, 6), (1, 2, 3), (1, 1, 3), (1, 1, 1), False,
      torch.bfloat16),
-    # disjoint windows: the compiled "uniform" backward too
+    # disjoint windows
     (mp.max_pool2d, (2, 3, 7, 9), (2, 3), (2, 3), (1, 1), (1, 1), True, torch.bfloat16),
     (mp.max_pool2d, (2, 3, 10, 12), (2, 2), (5, 4), (0, 1), (4, 2), True, torch.float64),
     (mp.max_pool3d, (1, 2, 4, 6, 6), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), False,
@@ -42,20 +44,16 @@ CASES = [
 
 @pytest.fixture
 def compile_everything(monkeypatch):
-    """The compiled functions for inputs of any size, and a record of their calls."""
+    """The compiled function for inputs of any size, and a record of its calls."""
     calls = []
+    original = _compiled._compiled
 
-    def spy(name):
-        original = getattr(_compiled, name)
-
-        def call(*args):
-            calls.append(name)
-            return original(*args)
-        return call
+    def spy(*args):
+        calls.append(args[2])
+        return original(*args)
 
     monkeypatch.setattr(_compiled, "MIN_NUMEL", 0)
-    for name in ("_compiled", "_compiled_count", "_compiled_backward"):
-        monkeypatch.setattr(_compiled, name, spy(name))
+    monkeypatch.setattr(_compiled, "_compiled", spy)
     return calls
 
 
@@ -85,9 +83,7 @@ def test_compiled_forward_is_the_definition(case, compile_everything):
         compile_everything.clear()
         y, gx = pool_and_grad(pool, x, g, *args, ties=ties, backend="torch")
         small = math.prod(kernel) <= _compiled.MAX_TAPS
-        disjoint = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel, stride, dilation))
-        assert compile_everything == ["_compiled" if small else "_compiled_count"] + [
-            "_compiled_backward"] * (ties == "uniform" and disjoint and small)
+        assert compile_everything == [ties] * small
         assert_same(y, ref_y)
         assert_same(gx, ref_g)
         if ties == "last":
@@ -107,6 +103,8 @@ def test_small_inputs_and_the_switch_skip_compiling(monkeypatch):
     monkeypatch.delenv("MTLIB_POOL_COMPILE")
     adaptive = pool_axes((5, 5), None, None, None, None, False, (3, 3))
     assert not _compiled.enabled(x.new_zeros(1, 1, 5, 5), adaptive)  # windows of two lengths
+    large = pool_axes((6, 6), (6, 6), (6, 6), (0, 0), (1, 1), False)
+    assert not _compiled.enabled(x.new_zeros(1, 1, 6, 6), large)  # more than MAX_TAPS taps
     assert not _compiled.enabled(x.to(torch.float64).to("meta"), axes)
 
 
