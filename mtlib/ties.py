@@ -31,8 +31,9 @@ and fails if its file is missing here:
 3. ``maxpool/_torch.py``: ``forward``/``backward``/``tangent`` store the index of a selected
    entry per window, or (``"uniform"``) minus the tie count where a window ties; a rule that
    is neither needs new
-   code there, in both kernels of ``maxpool/_triton.py`` and in the compiled CPU forward of
-   ``maxpool/_compiled.py`` (``"last"``/``"uniform"``); ``maxpool/_args.py`` refuses
+   code there, in both kernels of ``maxpool/_triton.py``, in the C kernels of
+   ``maxpool/_cpu.c`` and in the compiled CPU forward of ``maxpool/_compiled.py``
+   (``"last"``/``"uniform"``); ``maxpool/_args.py`` refuses
    ``return_indices`` for a rule without one selected entry; ``maxpool/_dispatch.py`` sends
    only ``"first"`` to PyTorch's native kernels;
 4. ``policy/_ops.py``: ``reduce_with_indices`` (which index ``torch.max(x, dim)`` returns

@@ -32,11 +32,15 @@ backend (PyTorch's CUDA kernels for ``max_pool3d`` and the adaptive pools add wi
 under ``"uniform"`` an entry that overlapping windows reach sums the windows that select it
 alone, then the shares of the tied windows, each group in increasing window order.
 
-Speed on CPU: a strided pool of at least ``2**18`` entries under ``"last"`` or ``"uniform"``
-runs its forward as one loop compiled by ``torch.compile`` (Inductor, needs a C++ compiler;
-:mod:`mtlib.maxpool._compiled`), faster than PyTorch's own forward. The first call on a new
-shape, dtype and geometry compiles (about 1 to 5 s; Inductor caches it on disk), later calls
-reuse it; ``MTLIB_POOL_COMPILE=0`` in the environment turns it off (same values, slower).
+Speed on CPU: ``"last"`` and ``"uniform"`` run in a small C kernel (:mod:`mtlib.maxpool._cpu`,
+compiled once per machine by its C compiler in about a second and cached in
+``~/.cache/mtlib``): one pass over each window's taps as in PyTorch's own kernel, two
+vectorized passes over long rows (global and adaptive pools), and the whole backward. A strided
+pool of at most 27 taps per window on at least ``2**18`` entries instead runs its forward as
+one loop compiled by ``torch.compile`` (Inductor; :mod:`mtlib.maxpool._compiled`), which
+vectorizes across windows: the first call on a new shape, dtype and geometry compiles (about
+1 to 10 s; Inductor caches it on disk). ``MTLIB_POOL_COMPILE=0`` in the environment turns both
+off (the eager path: same values, slower).
 
 Chapter: maxpool, pools_practice.
 """

@@ -148,32 +148,38 @@ static ties scalar_##SUF(const T *xp, const window *w) {                        
     return r;                                                                                   \
 }                                                                                               \
                                                                                                 \
-static ties rows_##SUF(const T *xp, const window *w) {                                          \
+/* The max of row seg[0 .. len) folded into *best, and whether it holds a NaN. */             \
+static void row_max_##SUF(const T *seg, int64_t len, ACC *best, int32_t *nan) {                 \
     ACC lane[LANES];                                                                            \
     int32_t nan_lane[LANES];                                                                    \
-    for (int j = 0; j < LANES; j++) { lane[j] = -INFINITY; nan_lane[j] = 0; }                   \
-    for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
-        for (int64_t r1 = 0; r1 < w->rows1; r1++) {                                             \
-            const T *seg = xp + w->base + r0 * w->stride0 + r1 * w->stride1;                    \
-            int64_t i = 0;                                                                      \
-            for (; i + LANES <= w->len; i += LANES)                                             \
-                for (int j = 0; j < LANES; j++) {                                               \
-                    const ACC v = LOAD(seg[i + j]);                                             \
-                    lane[j] = v > lane[j] ? v : lane[j];                                        \
-                    nan_lane[j] |= v != v;                                                      \
-                }                                                                               \
-            for (int j = 0; i + j < w->len; j++) {                                              \
-                const ACC v = LOAD(seg[i + j]);                                                 \
-                lane[j] = v > lane[j] ? v : lane[j];                                            \
-                nan_lane[j] |= v != v;                                                          \
-            }                                                                                   \
+    for (int j = 0; j < LANES; j++) { lane[j] = *best; nan_lane[j] = 0; }                       \
+    int64_t i = 0;                                                                              \
+    for (; i + LANES <= len; i += LANES)                                                        \
+        for (int j = 0; j < LANES; j++) {                                                       \
+            const ACC v = LOAD(seg[i + j]);                                                     \
+            lane[j] = v > lane[j] ? v : lane[j];                                                \
+            nan_lane[j] |= v != v;                                                              \
         }                                                                                       \
-    ACC best = lane[0];                                                                         \
-    int32_t nan_seen = nan_lane[0];                                                             \
-    for (int j = 1; j < LANES; j++) {                                                           \
-        best = lane[j] > best ? lane[j] : best;                                                 \
-        nan_seen |= nan_lane[j];                                                                \
+    ACC b = *best;                                                                              \
+    int32_t n = *nan;                                                                           \
+    for (int j = 0; j < LANES; j++) { b = lane[j] > b ? lane[j] : b; n |= nan_lane[j]; }       \
+    for (; i < len; i++) {                                                                      \
+        const ACC v = LOAD(seg[i]);                                                             \
+        b = v > b ? v : b;                                                                      \
+        n |= v != v;                                                                            \
     }                                                                                           \
+    *best = b;                                                                                  \
+    *nan = n;                                                                                   \
+}                                                                                               \
+                                                                                                \
+static ties rows_##SUF(const T *xp, const window *w) {                                          \
+    const int64_t len = w->len; /* locals: the compiler then vectorizes the loops */            \
+    ACC best = -INFINITY;                                                                       \
+    int32_t nan_seen = 0;                                                                       \
+    for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
+        for (int64_t r1 = 0; r1 < w->rows1; r1++)                                              \
+            row_max_##SUF(xp + w->base + r0 * w->stride0 + r1 * w->stride1, len, &best,          \
+                          &nan_seen);                                                           \
     if (nan_seen) return scalar_##SUF(xp, w);                                                   \
     ties r = {0, -1, -1, 0};                                                                    \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
@@ -181,13 +187,13 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
             const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;                  \
             const T *seg = xp + start;                                                          \
             int64_t hits = 0, block = -1, i = 0, at = -1;                                       \
-            for (; i + BLOCK <= w->len; i += BLOCK) {                                           \
+            for (; i + BLOCK <= len; i += BLOCK) {                                           \
                 int32_t h = 0;                                                                  \
                 for (int j = 0; j < BLOCK; j++) h += LOAD(seg[i + j]) == best;                  \
                 hits += h;                                                                      \
                 block = h ? i : block;                                                          \
             }                                                                                   \
-            for (; i < w->len; i++)                                                             \
+            for (; i < len; i++)                                                             \
                 if (LOAD(seg[i]) == best) { hits++; at = i; }                                   \
             for (int64_t k = block + BLOCK - 1; at < 0 && block >= 0 && k >= block; k--)         \
                 if (LOAD(seg[k]) == best) at = k;                                               \
@@ -202,7 +208,7 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
         for (int64_t r0 = 0; r0 < w->rows0 && r.first < 0; r0++)                                \
             for (int64_t r1 = 0; r1 < w->rows1 && r.first < 0; r1++) {                          \
                 const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;              \
-                for (int64_t i = 0; i < w->len; i++)                                            \
+                for (int64_t i = 0; i < len; i++)                                            \
                     if (LOAD(xp[start + i]) == best) { r.first = start + i; break; }            \
             }                                                                                   \
     }                                                                                           \
@@ -233,7 +239,7 @@ void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int6
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
     const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
     const int64_t rows = planes * g->out[0] * g->out[1];                                        \
-    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")                          \
     for (int64_t r = 0; r < rows; r++) {                                                        \
         const int64_t n = r / (g->out[0] * g->out[1]), o01 = r % (g->out[0] * g->out[1]);     \
         const T *xp = x + n * plane;                                                            \
@@ -266,7 +272,7 @@ void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,     
     read_geometry(g, buf);                                                                      \
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
     const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
-    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")                          \
     for (int64_t n = 0; n < planes; n++) {                                                      \
         const T *xp = x + n * plane;                                                            \
         const int64_t *ap = aux + n * outs;                                                     \

@@ -14,7 +14,7 @@ window with one selected entry adds ``g_w`` there, in window order, as PyTorch's
 kernel does; then every tied window adds ``g_w / |T_w|`` to its ties), each addition rounded
 to the dtype. Both give the eager path's values bit for bit (the tests compare them with a
 brute-force oracle); the planes ``(n, c)`` run in parallel on ``torch.get_num_threads()``
-threads (OpenMP), on which no sum depends.
+threads (OpenMP; fewer on small inputs), on which no sum depends.
 
 The C file is compiled by the machine's C compiler (``$CC``, else ``cc`` or ``gcc``) with
 ``-O3 -fopenmp -ffp-contract=off`` on the first call (about a second) into
@@ -49,6 +49,7 @@ FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off", "-std=c11")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16",
            torch.float16: "f16"}
 _RULE = {"last": 0, "uniform": 1}
+GRAIN = 32768  # entries per thread at least (at::internal::GRAIN_SIZE)
 _state: dict = {"lib": None, "failed": None}
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
@@ -129,6 +130,12 @@ def _geometry(axes: tuple[PoolAxis, ...]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _threads(work: int) -> int:
+    """Threads for ``work`` entries: ``torch.get_num_threads()``, fewer on small inputs (one per
+    :data:`GRAIN` entries, ATen's grain size), where waking threads costs more than it saves."""
+    return max(1, min(torch.get_num_threads(), work // GRAIN))
+
+
 @functools.cache
 def _neg_inf(dtype: torch.dtype) -> torch.Tensor:
     return torch.full((1,), float("-inf"), dtype=dtype)
@@ -145,7 +152,7 @@ def forward(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
     geo = _geometry(axes)
     getattr(_state["lib"], f"pool_stats_{_SUFFIX[x.dtype]}")(
         x.data_ptr(), m.data_ptr(), aux.data_ptr(), x.shape[0] * x.shape[1], geo.data_ptr(),
-        _RULE[ties], _neg_inf(x.dtype).data_ptr(), torch.get_num_threads())
+        _RULE[ties], _neg_inf(x.dtype).data_ptr(), _threads(x.numel()))
     return m, aux
 
 
@@ -159,5 +166,5 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
     grad, m, aux = grad.contiguous(), m.contiguous(), aux.contiguous()
     getattr(_state["lib"], f"pool_backward_{_SUFFIX[x.dtype]}")(
         gx.data_ptr(), x.data_ptr(), m.data_ptr(), aux.data_ptr(), grad.data_ptr(),
-        x.shape[0] * x.shape[1], _geometry(axes).data_ptr(), torch.get_num_threads())
+        x.shape[0] * x.shape[1], _geometry(axes).data_ptr(), _threads(x.numel()))
     return gx

@@ -4,10 +4,10 @@
 adaptive windows, :class:`mtlib.maxpool._geometry.PoolAxis`). PyTorch's own kernel computes
 what it computes right, and vectorized tensor ops do the rest:
 
-* forward: on a large CPU input with strided windows of few taps, ``"last"`` and
-  ``"uniform"`` run as one compiled loop (:mod:`mtlib.maxpool._compiled`, which also counts
-  ties in larger windows and computes the ``"uniform"`` backward of disjoint windows).
-  Otherwise ``F.max_pool{2,3}d`` /
+* forward: on CPU, ``"last"`` and ``"uniform"`` run a C kernel (:mod:`mtlib.maxpool._cpu`)
+  or, for strided windows of few taps on a large input, a loop compiled by Inductor
+  (:mod:`mtlib.maxpool._compiled`). Otherwise (other devices, no compiler, or
+  ``MTLIB_POOL_COMPILE=0``) ``F.max_pool{2,3}d`` /
   ``F.adaptive_max_pool{2,3}d`` with ``return_indices`` give the window max ``m`` (bit for bit
   PyTorch's value) and the first maximal entry (the last NaN of a NaN window: PyTorch's
   ``v > max or isnan(v)`` scan), and the tie count ``|T_w| = #{p in w : x_p = m_w}`` (NaN
@@ -20,14 +20,14 @@ what it computes right, and vectorized tensor ops do the rest:
   window lying entirely in the padding); for ``"uniform"`` the maximal entry when
   ``|T_w| = 1``, ``-|T_w|`` when ``|T_w| >= 2``, and -1 for an empty window (:func:`tie_counts`
   decodes it);
-* backward: PyTorch's backward kernel (``max_pool{2,3}d_with_indices_backward`` /
-  ``adaptive_max_pool{2,3}d_backward``) sends each window's gradient to its one selected
-  entry; under ``"uniform"`` the windows with ties send nothing there, and then their
-  (entry, ``g_w / |T_w|``) pairs, in row-major window order, are added with one
-  ``index_add_`` (a sequential loop in C on CPU). So each input position sums, in the dtype of
-  ``x``, first the windows that select it (in increasing window order, as PyTorch's CPU kernel
-  does) and then the tied windows that share into it (in increasing window order).
-  Deterministic: no atomics on CPU.
+* backward: on CPU (``"last"``/``"uniform"``) the C kernel; otherwise PyTorch's backward kernel
+  (``max_pool{2,3}d_with_indices_backward`` / ``adaptive_max_pool{2,3}d_backward``) sends each
+  window's gradient to its one selected entry; under ``"uniform"`` the windows with ties send
+  nothing there, and then their (entry, ``g_w / |T_w|``) pairs, in row-major window order, are
+  added with one ``index_add_`` (a sequential loop in C on CPU). So each input position sums,
+  in the dtype of ``x``, first the windows that select it (in increasing window order, as
+  PyTorch's CPU kernel does) and then the tied windows that share into it (in increasing
+  window order); the C kernel adds in this order too. Deterministic: no atomics on CPU.
 
 The backward compares ``x`` with the *saved* max (an entry of ``x``, so the comparison is exact)
 and divides by the *saved* count, so a recomputation cannot change which entries tie.
