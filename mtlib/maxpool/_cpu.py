@@ -17,9 +17,10 @@ brute-force oracle); the planes ``(n, c)`` run in parallel on ``torch.get_num_th
 threads (OpenMP; fewer on small inputs), on which no sum depends.
 
 The C file is compiled by the machine's C compiler (``$CC``, else ``cc`` or ``gcc``) with
-``-O3 -fopenmp -ffp-contract=off`` on the first call (about a second) into
-``$MTLIB_CACHE_DIR`` (default ``~/.cache/mtlib``) under a name hashing the source, the
-compiler and the flags, and loaded with :mod:`ctypes`; later processes load it at once. Only
+``-O3 -fopenmp -ffp-contract=off`` (without ``-fopenmp`` if the compiler refuses it: one
+thread) on the first call (about a second) into ``$MTLIB_CACHE_DIR`` (default
+``~/.cache/mtlib``) under a name hashing the source, the compiler, the flags, the OS and the
+processor architecture, and loaded with :mod:`ctypes`; later processes load it at once. Only
 comparisons, conversions and single additions and divisions: no compiler flag can change a
 result (none like ``-ffast-math`` is used: NaN must compare unordered). With no compiler, or
 ``MTLIB_POOL_COMPILE=0`` in the environment, the eager path runs (same values, slower); if
@@ -35,8 +36,10 @@ import functools
 import hashlib
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -71,15 +74,20 @@ def _build() -> ctypes.CDLL:
     if cc is None:
         raise RuntimeError("no C compiler found ($CC, cc or gcc)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + cc.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    machine = f"{cc} {' '.join(FLAGS)} {sys.platform} {platform.machine()}".encode()
+    key = hashlib.sha256(source + machine).hexdigest()[:16]
     target = _cache_dir() / f"maxpool_cpu-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = pathlib.Path(tmp) / target.name
-            run = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(built)],
-                                 capture_output=True, text=True)
-            if run.returncode:
+            # without -fopenmp if refused (Apple's clang): the kernels then run on one thread
+            for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp")):
+                run = subprocess.run([cc, *flags, str(SOURCE), "-o", str(built)],
+                                     capture_output=True, text=True)
+                if not run.returncode:
+                    break
+            else:
                 raise RuntimeError(f"{cc} failed: {run.stderr.strip()[:500]}")
             os.replace(built, target)
     lib = ctypes.CDLL(str(target))
