@@ -6,11 +6,12 @@ with PyTorch's native ``max_pool{1,2,3}d`` / ``adaptive_max_pool{1,2,3}d`` so th
 hits all of them alike; the table reports the median time and its ratio to the native median.
 Implementations: ``native`` (PyTorch), ``first``, ``last``, ``uniform`` (mtlib with
 ``ties=...``, backend ``auto``: PyTorch's own kernel for ``first``, Triton on CUDA, on CPU
-the PyTorch path, whose forward is compiled by Inductor for large strided inputs) and
-``naive_uniform``, the equal split users write today (unfold into windows, tie mask, weights
-mask / count; only for kernel = stride without padding). ``first_call_ms`` is the first
-forward + backward on the case's shape, in a fresh Inductor cache: for ``last``/``uniform`` on
-CPU it includes compiling (once per shape, dtype, geometry and rule). ``GBps`` is the
+mtlib's C kernel, or for strided windows of few taps on large inputs a forward compiled by
+Inductor) and ``naive_uniform``, the equal split users write today (unfold into windows, tie
+mask, weights mask / count; only for kernel = stride without padding). ``first_call_ms`` is
+the first forward + backward on the case's shape, in a fresh Inductor cache and a fresh build
+folder of the C kernel: for ``last``/``uniform`` on CPU it includes compiling (Inductor: once
+per shape, dtype, geometry and rule; the C kernel: once, in the first case that runs it). ``GBps`` is the
 essential traffic (read x, write y, read g, write the input gradient) over the
 median time: a lower bound of the achieved bandwidth; on CUDA ``peak_GBps`` is the device's
 theoretical bandwidth (memory clock x bus width x 2), so ``GBps / peak_GBps`` is the fraction
@@ -37,9 +38,11 @@ import statistics
 import tempfile
 import time
 
-# A fresh Inductor cache, so that first_call_ms is the cost of compiling mtlib's CPU path on a
-# machine that never ran it (set before torch is imported; an explicit setting is kept)
+# A fresh Inductor cache, so that first_call_ms is the cost of compiling mtlib's CPU paths on a
+# machine that never ran them (set before torch is imported; an explicit setting is kept)
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mtlib-bench-inductor-"))
+# and a fresh build of mtlib's C kernel (mtlib.maxpool._cpu): the first case's first call builds it
+os.environ.setdefault("MTLIB_CACHE_DIR", tempfile.mkdtemp(prefix="mtlib-bench-cc-"))
 
 import matplotlib
 import pandas as pd

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow  # each new geometry compiles (about 1 to 5 s)
 CASES = [
     (mp.max_pool2d, (2, 3, 7, 8), (3, 3), (2, 2), (1, 1), (1, 1), True, torch.bfloat16),
     (mp.max_pool2d, (1, 2, 9, 6), (3, 2), (2, 1), (1, 1), (1, 2), False, torch.float64),
-    (mp.max_pool2d, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1), (3, 3), True, torch.float64),  # empty
+    (mp.max_pool2d, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1), (3, 3), True, torch.float64),
+    (mp.max_pool2d, (2, 2, 2, 7), (2, 3), (1, 2), (1, 1), (3, 1), False, torch.float64),  # empty
     (mp.max_pool1d, (2, 3, 11), (3,), (2,), (1,), (2,), True, torch.float16),
     (mp.max_pool3d, (1, 2, 5, 6, 7), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), False,
      torch.bfloat16),
