@@ -7,15 +7,18 @@
  *
  * pool_stats: for every window, in one pass over its taps, the window max m_w, the size of the
  * tie set T_w = {p in w : x_p = m_w} (-0 = +0) and its least and greatest p; in a window
- * holding a NaN, T_w is its NaN entries and m_w its last NaN (PyTorch's value). It writes m_w
- * (the input entry, bit for bit; -inf for a window with no tap) and the companion index:
+ * holding a NaN, T_w is its NaN entries and m_w its last NaN (PyTorch's value). A window whose
+ * taps form rows of at least BLOCK contiguous entries takes two vectorized passes instead (the
+ * max, then the entries equal to it). It writes m_w (the input entry, bit for bit; -inf for a
+ * window with no tap) and the companion index:
  *   rule 0 ("last"):    the greatest p of T_w, the least for a NaN window, -1 if empty;
  *   rule 1 ("uniform"): p when |T_w| = 1, -|T_w| from 2 on, -1 if empty.
- * pool_backward: the "uniform" gradient in the order mtlib documents: every window
- * with one maximal entry adds g_w to it (as PyTorch's backward kernel does), then every window
- * with |T_w| >= 2 adds its share s_w = g_w / |T_w| (float arithmetic for 16-bit floats,
- * rounded to the dtype) to gx_p for p in T_w, windows in row-major order, taps in row-major
- * order; each addition rounded to the dtype (as c10's 16-bit float types round).
+ * pool_backward: the gradient in the order mtlib documents: every window with one selected
+ * entry (aux >= 0: "last", or "uniform" with one maximum) adds g_w to it, in window order (as
+ * PyTorch's backward kernel does), then every window with |T_w| >= 2 adds its share
+ * s_w = g_w / |T_w| (float arithmetic for 16-bit floats, rounded to the dtype) to gx_p for p in
+ * T_w, windows in row-major order, taps in row-major order; each addition rounded to the dtype
+ * (as c10's 16-bit float types round).
  * Planes are independent (no window reaches two), so they run in parallel without changing
  * any sum. Only comparisons and additions: no flag of the compiler changes a result (no
  * -ffast-math: NaN must compare unordered). */
@@ -114,6 +117,61 @@ typedef struct {
     int64_t count, first, last, nans;
 } ties;
 
+/* The max of a row of float32 or bfloat16 entries, in vectors of 4 floats (GCC/clang vector
+ * extensions: SSE2 or NEON, whatever the machine), 4 accumulators: v > a ? v : a lane by lane,
+ * the scalar loop's rule (a NaN never wins; it is flagged instead). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef uint32_t v4u __attribute__((vector_size(16)));
+typedef uint16_t v4h __attribute__((vector_size(8)));
+
+static inline v4f vmax4(v4f a, v4f v) {
+    const v4i gt = v > a;
+    return (v4f)(((v4i)v & gt) | ((v4i)a & ~gt));
+}
+
+static inline v4f load4_f32(const float *p) {
+    v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline v4f load4_bf16(const uint16_t *p) {
+    v4h h;
+    memcpy(&h, p, sizeof h);
+    return (v4f)(__builtin_convertvector(h, v4u) << 16);
+}
+
+#define ROW_MAX_V4(SUF, T, LOAD4, LOAD)                                                         \
+static void row_max_v4_##SUF(const T *seg, int64_t len, float *best, int32_t *nan) {            \
+    const float b0 = *best;                                                                     \
+    v4f a0 = {b0, b0, b0, b0}, a1 = a0, a2 = a0, a3 = a0;                                       \
+    v4i n = {0, 0, 0, 0};                                                                       \
+    int64_t i = 0;                                                                              \
+    for (; i + 16 <= len; i += 16) {                                                            \
+        const v4f v0 = LOAD4(seg + i), v1 = LOAD4(seg + i + 4);                                 \
+        const v4f v2 = LOAD4(seg + i + 8), v3 = LOAD4(seg + i + 12);                            \
+        a0 = vmax4(a0, v0); a1 = vmax4(a1, v1); a2 = vmax4(a2, v2); a3 = vmax4(a3, v3);         \
+        n |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3);                                 \
+    }                                                                                           \
+    float b = b0;                                                                               \
+    int32_t any = *nan | n[0] | n[1] | n[2] | n[3];                                             \
+    for (int j = 0; j < 4; j++) {                                                               \
+        b = a0[j] > b ? a0[j] : b; b = a1[j] > b ? a1[j] : b;                                   \
+        b = a2[j] > b ? a2[j] : b; b = a3[j] > b ? a3[j] : b;                                   \
+    }                                                                                           \
+    for (; i < len; i++) {                                                                      \
+        const float v = LOAD(seg[i]);                                                           \
+        b = v > b ? v : b;                                                                      \
+        any |= v != v;                                                                          \
+    }                                                                                           \
+    *best = b;                                                                                  \
+    *nan = any != 0;                                                                            \
+}
+
+ROW_MAX_V4(f32, float, load4_f32, f32_load)
+ROW_MAX_V4(bf16, uint16_t, load4_bf16, bf16_load)
+
 #define LANES 16  /* lanes of the max */
 #define BLOCK 32  /* entries per block of the count (the last block with a tie is kept) */
 
@@ -122,7 +180,7 @@ typedef struct {
  * vectorizes: the max in LANES lanes, then per row the number of entries equal to it and the
  * last one (a NaN sends the window to SCALAR); the first tie is looked for only when there are
  * several (m_w is its value, bit for bit: -0 and +0 tie). */
-#define WINDOW_FUNCTIONS(SUF, T, ACC, LOAD)                                                     \
+#define WINDOW_FUNCTIONS(SUF, T, ACC, LOAD, ROWMAX)                                             \
 static ties scalar_##SUF(const T *xp, const window *w) {                                        \
     ACC best = -INFINITY;                                                                          \
     ties r = {0, -1, -1, 0};                                                                    \
@@ -149,7 +207,7 @@ static ties scalar_##SUF(const T *xp, const window *w) {                        
 }                                                                                               \
                                                                                                 \
 /* The max of row seg[0 .. len) folded into *best, and whether it holds a NaN. */             \
-static void row_max_##SUF(const T *seg, int64_t len, ACC *best, int32_t *nan) {                 \
+static inline void row_max_##SUF(const T *seg, int64_t len, ACC *best, int32_t *nan) {          \
     ACC lane[LANES];                                                                            \
     int32_t nan_lane[LANES];                                                                    \
     for (int j = 0; j < LANES; j++) { lane[j] = *best; nan_lane[j] = 0; }                       \
@@ -178,8 +236,7 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
     int32_t nan_seen = 0;                                                                       \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
         for (int64_t r1 = 0; r1 < w->rows1; r1++)                                              \
-            row_max_##SUF(xp + w->base + r0 * w->stride0 + r1 * w->stride1, len, &best,          \
-                          &nan_seen);                                                           \
+            ROWMAX(xp + w->base + r0 * w->stride0 + r1 * w->stride1, len, &best, &nan_seen);     \
     if (nan_seen) return scalar_##SUF(xp, w);                                                   \
     ties r = {0, -1, -1, 0};                                                                    \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
@@ -230,8 +287,8 @@ static window window_at(const geometry *g, int64_t o0, int64_t o1, int64_t o2) {
     return w;
 }
 
-#define STATS_KERNEL(SUF, T, ACC, LOAD)                                                         \
-WINDOW_FUNCTIONS(SUF, T, ACC, LOAD)                                                             \
+#define STATS_KERNEL(SUF, T, ACC, LOAD, ROWMAX)                                                 \
+WINDOW_FUNCTIONS(SUF, T, ACC, LOAD, ROWMAX)                                                     \
 void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int64_t *buf,      \
                       int rule, const T *neg_inf, int threads) {                                \
     geometry geo, *g = &geo;                                                                    \
@@ -239,7 +296,7 @@ void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int6
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
     const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
     const int64_t rows = planes * g->out[0] * g->out[1];                                        \
-    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")                          \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")           \
     for (int64_t r = 0; r < rows; r++) {                                                        \
         const int64_t n = r / (g->out[0] * g->out[1]), o01 = r % (g->out[0] * g->out[1]);     \
         const T *xp = x + n * plane;                                                            \
@@ -256,15 +313,15 @@ void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int6
     }                                                                                           \
 }
 
-STATS_KERNEL(f32, float, float, f32_load)
-STATS_KERNEL(f64, double, double, f64_load)
-STATS_KERNEL(bf16, uint16_t, float, bf16_load)
-STATS_KERNEL(f16, uint16_t, float, f16_load)
+STATS_KERNEL(f32, float, float, f32_load, row_max_v4_f32)
+STATS_KERNEL(f64, double, double, f64_load, row_max_f64)
+STATS_KERNEL(bf16, uint16_t, float, bf16_load, row_max_v4_bf16)
+STATS_KERNEL(f16, uint16_t, float, f16_load, row_max_f16)
 
 /* The backward of one plane after another: gx = 0; then every window with one selected entry
- * (aux >= 0: "last", or "uniform" with one maximal entry) adds g_w there (window order: PyTorch's backward kernel), then every window
- * with |T_w| >= 2 adds its share to each tie (window order, taps in row-major order); each
- * addition rounded to T. DIV(g, count) is the share g_w / |T_w| before rounding. */
+ * (aux >= 0: "last", or "uniform" with one maximal entry) adds g_w there (window order:
+ * PyTorch's backward kernel), then every window with |T_w| >= 2 adds its share to each tie
+ * (window order, taps in row-major order); each addition rounded to T. DIV(g, count) is the share g_w / |T_w| before rounding. */
 #define BACKWARD_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                          \
 void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,                    \
                          const T *grad, int64_t planes, const int64_t *buf, int threads) {     \
@@ -272,7 +329,7 @@ void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,     
     read_geometry(g, buf);                                                                      \
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
     const int64_t outs = g->out[0] * g->out[1] * g->out[2];                                     \
-    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")                          \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")           \
     for (int64_t n = 0; n < planes; n++) {                                                      \
         const T *xp = x + n * plane;                                                            \
         const int64_t *ap = aux + n * outs;                                                     \

@@ -235,7 +235,10 @@ class _PoolTies(_PoolTiesCompiled):
 
     @staticmethod
     def backward(ctx, grad_out, _grad_aux):
-        grad_x = _Backward.apply(grad_out, *ctx.saved_tensors, ctx.backend, *ctx.params)
+        if torch.is_grad_enabled():  # create_graph: the backward is differentiable in turn
+            grad_x = _Backward.apply(grad_out, *ctx.saved_tensors, ctx.backend, *ctx.params)
+        else:
+            grad_x = _apply(ctx.backend, 1, grad_out, *ctx.saved_tensors, *ctx.params)
         return (_in_layout(grad_x, ctx.layout), None) + (None,) * len(ctx.params)
 
     @staticmethod
