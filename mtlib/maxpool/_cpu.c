@@ -25,6 +25,11 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 typedef struct {
     int64_t size[3], out[3], step[3];
@@ -324,7 +329,8 @@ STATS_KERNEL(f16, uint16_t, float, f16_load, row_max_f16)
  * (window order, taps in row-major order); each addition rounded to T. DIV(g, count) is the share g_w / |T_w| before rounding. */
 #define BACKWARD_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                          \
 void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,                    \
-                         const T *grad, int64_t planes, const int64_t *buf, int threads) {     \
+                         const T *grad, int64_t planes, const int64_t *buf, int64_t *scratch,  \
+                         int threads) {                                                         \
     geometry geo, *g = &geo;                                                                    \
     read_geometry(g, buf);                                                                      \
     const int64_t plane = g->size[0] * g->size[1] * g->size[2];                                 \
@@ -335,27 +341,32 @@ void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,     
         const int64_t *ap = aux + n * outs;                                                     \
         const T *gw = grad + n * outs;                                                          \
         T *gp = gx + n * plane;                                                                 \
+        int64_t *tied = scratch + omp_get_thread_num() * outs, count = 0;                       \
+        T spare = 0; /* where a window without one selected entry adds: no branch */            \
         memset(gp, 0, (size_t)plane * sizeof(T));                                               \
-        for (int64_t o = 0; o < outs; o++)                                                      \
-            if (ap[o] >= 0) gp[ap[o]] = STORE(LOAD(gp[ap[o]]) + LOAD(gw[o]));                   \
-        for (int64_t o0 = 0, o = 0; o0 < g->out[0]; o0++)                                       \
-            for (int64_t o1 = 0; o1 < g->out[1]; o1++)                                          \
-                for (int64_t o2 = 0; o2 < g->out[2]; o2++, o++) {                               \
-                    if (ap[o] > -2) continue;                                                   \
-                    const window w = window_at(g, o0, o1, o2);                                  \
-                    const ACC mw = LOAD(m[n * outs + o]);                                       \
-                    const ACC share = LOAD(STORE(DIV(LOAD(gw[o]), -ap[o])));                    \
-                    for (int64_t r0 = 0; r0 < w.rows0; r0++)                                    \
-                        for (int64_t r1 = 0; r1 < w.rows1; r1++) {                              \
-                            const int64_t row = w.base + r0 * w.stride0 + r1 * w.stride1;       \
-                            for (int64_t i = 0; i < w.len; i++) {                               \
-                                const int64_t p = row + i * w.step;                             \
-                                const ACC v = LOAD(xp[p]);                                      \
-                                if (v == mw || (v != v && mw != mw))                            \
-                                    gp[p] = STORE(LOAD(gp[p]) + share);                         \
-                            }                                                                   \
-                        }                                                                       \
+        for (int64_t o = 0; o < outs; o++) {                                                    \
+            T *to = ap[o] >= 0 ? gp + ap[o] : &spare;                                           \
+            *to = STORE(LOAD(*to) + LOAD(gw[o]));                                               \
+            tied[count] = o; /* the tied windows, listed without a branch */                    \
+            count += ap[o] <= -2;                                                               \
+        }                                                                                       \
+        for (int64_t k = 0; k < count; k++) {                                                   \
+            const int64_t o = tied[k];                                                          \
+            const window w = window_at(g, o / (g->out[1] * g->out[2]),                          \
+                                       o / g->out[2] % g->out[1], o % g->out[2]);               \
+            const ACC mw = LOAD(m[n * outs + o]);                                               \
+            const ACC share = LOAD(STORE(DIV(LOAD(gw[o]), -ap[o])));                            \
+            for (int64_t r0 = 0; r0 < w.rows0; r0++)                                            \
+                for (int64_t r1 = 0; r1 < w.rows1; r1++) {                                      \
+                    const int64_t row = w.base + r0 * w.stride0 + r1 * w.stride1;               \
+                    for (int64_t i = 0; i < w.len; i++) {                                       \
+                        const int64_t p = row + i * w.step;                                     \
+                        const ACC v = LOAD(xp[p]);                                              \
+                        if (v == mw || (v != v && mw != mw))                                    \
+                            gp[p] = STORE(LOAD(gp[p]) + share);                                 \
+                    }                                                                           \
                 }                                                                               \
+        }                                                                                       \
     }                                                                                           \
 }
 

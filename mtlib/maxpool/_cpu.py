@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import pathlib
 import platform
@@ -93,7 +94,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     for suffix in _SUFFIX.values():
         getattr(lib, f"pool_stats_{suffix}").argtypes = [_P, _P, _P, _I64, _P, _INT, _P, _INT]
-        getattr(lib, f"pool_backward_{suffix}").argtypes = [_P] * 5 + [_I64, _P, _INT]
+        getattr(lib, f"pool_backward_{suffix}").argtypes = [_P] * 5 + [_I64, _P, _P, _INT]
     return lib
 
 
@@ -172,7 +173,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, m: torch.Tensor, aux: torch.Te
         return None
     gx = torch.empty_like(x)
     grad, m, aux = grad.contiguous(), m.contiguous(), aux.contiguous()
+    threads = _threads(x.numel())
+    tied = torch.empty(threads, math.prod(m.shape[2:]), dtype=torch.int64)  # per thread
     getattr(_state["lib"], f"pool_backward_{_SUFFIX[x.dtype]}")(
         gx.data_ptr(), x.data_ptr(), m.data_ptr(), aux.data_ptr(), grad.data_ptr(),
-        x.shape[0] * x.shape[1], _geometry(axes).data_ptr(), _threads(x.numel()))
+        x.shape[0] * x.shape[1], _geometry(axes).data_ptr(), tied.data_ptr(), threads)
     return gx
