@@ -29,6 +29,8 @@ recomputation (activation checkpointing) cannot change which entries tie.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -37,8 +39,17 @@ from mtlib.maxpool._geometry import output_shape, pool_axes
 
 
 def axes_of(x: Tensor, kernel, stride, padding, dilation, ceil_mode, output_size):
-    return pool_axes(tuple(x.shape[2:]), kernel, stride, padding, dilation, ceil_mode,
-                     output_size)
+    shape = tuple(x.shape[2:])
+    args = (*map(tuple, (kernel, stride, padding, dilation)), ceil_mode, tuple(output_size))
+    if all(type(s) is int for s in shape):
+        return _axes(shape, *args)
+    return pool_axes(shape, *args)  # symbolic sizes (a trace of the Triton ops): not hashable
+
+
+@functools.lru_cache(maxsize=1024)
+def _axes(*args):
+    """:func:`pool_axes`, remembered (the ops' calls repeat a few geometries)."""
+    return pool_axes(*args)
 
 
 def _run(fn, tensors, axes, ties):
@@ -52,8 +63,9 @@ def _run(fn, tensors, axes, ties):
     trivial = d.out == d.size and d.kernel == 1 and (d.adaptive or (d.stride, d.padding) == (1, 0))
     if not trivial:
         return fn(*tensors, axes, ties)
-    plane = axes[1].size * axes[2].size
-    depth = torch.arange(d.size, device=tensors[0].device).view(-1, 1, 1) * plane
+    if d.size > 1:  # the depth's offset of each plane's indices
+        depth = torch.arange(d.size, device=tensors[0].device).view(-1, 1, 1) * (
+            axes[1].size * axes[2].size)
     if len(tensors) == 4 and d.size > 1:  # (v or grad, x, out, aux): aux within the plane
         aux = tensors[3]
         tensors[3] = torch.where(aux >= 0, aux - depth, aux)
