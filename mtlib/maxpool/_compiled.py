@@ -1,7 +1,9 @@
 """CPU fast path of the tie-aware pools with small windows: a loop compiled by Inductor.
 
 For a strided pool of at most :data:`MAX_TAPS` taps per window on a CPU tensor of at least
-:data:`MIN_NUMEL` entries (an adaptive pool whose windows all have one length is one), a
+:data:`MIN_NUMEL` entries (an adaptive pool whose windows all have one length is one; not a
+3-d pool in a 16-bit float, whose two-stage loops Inductor makes slower than the C kernel on
+one thread: 62-76 against 43-52 ms for the benchmark's 3-d pools in bfloat16, measured), a
 ``torch.compile``\\ d function replaces the ``"last"``/``"uniform"`` forward of
 :mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded with ``-inf``; the
 taps of a window are read in row-major order, in which the flat input index increases. One
@@ -157,7 +159,8 @@ def enabled(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
     """Whether the compiled function runs for this input (the module docstring's conditions)."""
     return (x.device.type == "cpu" and x.numel() >= MIN_NUMEL and not axes[0].adaptive
             and math.prod([ax.kernel for ax in axes]) <= MAX_TAPS
-            and x.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+            and (x.dtype in (torch.float32, torch.float64)
+                 or (x.dtype in (torch.bfloat16, torch.float16) and len(axes) == 2))
             and _state["failed"] is None and os.environ.get("MTLIB_POOL_COMPILE", "1") != "0")
 
 

@@ -27,7 +27,7 @@ CASES = [
     (mp.max_pool2d, (2, 2, 2, 7), (2, 3), (1, 2), (1, 1), (3, 1), False, torch.float64),  # empty
     (mp.max_pool1d, (2, 3, 11), (3,), (2,), (1,), (2,), True, torch.float16),
     (mp.max_pool3d, (1, 2, 5, 6, 7), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), False,
-     torch.bfloat16),
+     torch.float32),
     (mp.max_pool3d, (1, 2, 5, 6, 7), (2, 2, 3), (2, 1, 2), (1, 0, 1), (2, 1, 1), True,
      torch.float64),
     # more than MAX_TAPS taps: not compiled (the C kernel)
@@ -83,8 +83,9 @@ def test_compiled_forward_is_the_definition(case, compile_everything):
         ref_y, ref_g, counts, index = pool_oracle(x, g, windows, ties)
         compile_everything.clear()
         y, gx = pool_and_grad(pool, x, g, *args, ties=ties, backend="torch")
-        small = math.prod(kernel) <= _compiled.MAX_TAPS
-        assert compile_everything == [ties] * small
+        compiled = math.prod(kernel) <= _compiled.MAX_TAPS and (
+            n < 3 or dtype.itemsize > 2)  # 16-bit 3-d pools: the C kernel
+        assert compile_everything == [ties] * compiled
         assert_same(y, ref_y)
         assert_same(gx, ref_g)
         if ties == "last":
