@@ -2,8 +2,9 @@
 
 For a strided pool of at most :data:`MAX_TAPS` taps per window on a CPU tensor of at least
 :data:`MIN_NUMEL` entries (an adaptive pool whose windows all have one length is one; not a
-3-d pool in a 16-bit float, whose two-stage loops Inductor makes slower than the C kernel on
-one thread: 62-76 against 43-52 ms for the benchmark's 3-d pools in bfloat16, measured), a
+3-d pool in a 16-bit float, whose two-stage loops Inductor makes up to 1.8x slower than the
+C kernel on one thread: forward of the benchmark's 3-d pools in bfloat16, ``"last"`` 73-76
+against 43-51 ms, measured), a
 ``torch.compile``\\ d function replaces the ``"last"``/``"uniform"`` forward of
 :mod:`mtlib.maxpool._torch`. The windows are a strided view of ``x`` padded with ``-inf``; the
 taps of a window are read in row-major order, in which the flat input index increases. One
