@@ -50,22 +50,6 @@ static void read_geometry(geometry *g, const int64_t *buf) {
     }
 }
 
-/* 16-bit floats: exact widening to float, and float to the nearest 16-bit value (ties to even;
- * NaN stays NaN), as c10::BFloat16 and c10::Half convert. */
-static inline float bf16_load(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t bf16_store(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if (f != f) return 0x7FC0;
-    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-
 static inline float fp_bits(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -76,6 +60,16 @@ static inline uint32_t fp_word(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
+}
+
+/* 16-bit floats: exact widening to float, and float to the nearest 16-bit value (ties to even;
+ * NaN stays NaN), as c10::BFloat16 and c10::Half convert. */
+static inline float bf16_load(uint16_t h) { return fp_bits((uint32_t)h << 16); }
+
+static inline uint16_t bf16_store(float f) {
+    const uint32_t u = fp_word(f);
+    if (f != f) return 0x7FC0;
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
 
 /* fp16_ieee_to_fp32_value / fp16_ieee_from_fp32_value of the FP16 library, which c10::Half
