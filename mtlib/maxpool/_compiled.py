@@ -40,7 +40,7 @@ import torch
 
 from mtlib.maxpool._geometry import PoolAxis, window_view
 
-MIN_NUMEL = 1 << 18  # below this the eager path is fast enough, and nothing is compiled
+MIN_NUMEL = 1 << 18  # below this the C kernel runs: compiling each new shape would not pay
 MAX_TAPS = 27  # larger windows: the C kernel (it reads long rows of taps vectorized)
 # one compiled version per (shape, dtype, geometry, rule): Dynamo's recompile limits, raised
 # inside our calls only, under the names this torch release has
