@@ -125,25 +125,13 @@ _TRIVIAL = PoolAxis(1, 1, 1, 0, 1, 1)
 @functools.lru_cache(maxsize=512)
 def _geometry(axes: tuple[PoolAxis, ...]) -> torch.Tensor:
     """The kernels' description of the windows, ``int64``: sizes, output sizes and tap steps
-    of three axes (a 2-d pool has a one-entry depth axis in front), then per axis and window
-    the first tap that reads the input and the number of such taps (they are consecutive).
-    Closed forms per window, never a table of every tap: ``O(out)`` memory per axis."""
+    of three axes (a 2-d pool has a one-entry depth axis in front), then per axis
+    :meth:`PoolAxis.spans`, each window's first tap that reads the input and the number of
+    such taps (``O(out)`` memory, never a table of every tap)."""
     axes = (_TRIVIAL,) * (3 - len(axes)) + axes
     parts = [torch.tensor([ax.size for ax in axes] + [ax.out for ax in axes]
                           + [ax.dilation for ax in axes], dtype=torch.int64)]
-    for ax in axes:
-        start = ax.starts()
-        if ax.adaptive:  # [floor(o L / out), ceil((o + 1) L / out))
-            end = -(-(torch.arange(ax.out) + 1) * ax.size // ax.out)
-            parts += [start, end - start]
-            continue
-        # taps start + t * dilation, 0 <= t < kernel, inside [0, size)
-        d = ax.dilation
-        low = (-start).clamp_min(0).add(d - 1).div(d, rounding_mode="floor")
-        high = (ax.size - 1 - start).div(d, rounding_mode="floor").clamp_max(ax.kernel - 1)
-        count = (high - low + 1).clamp_min(0)
-        parts += [torch.where(count > 0, start + low * d, 0), count]
-    return torch.cat(parts)
+    return torch.cat(parts + [t for ax in axes for t in ax.spans()])
 
 
 def _threads(work: int) -> int:

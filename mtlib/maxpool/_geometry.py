@@ -86,13 +86,28 @@ class PoolAxis:
             return o * self.size // self.out
         return o * self.stride - self.padding
 
+    def spans(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(first, count)``, ``(out,)`` ``int64`` each: the taps of output ``o`` that read the
+        input are consecutive, ``first[o] + t * dilation`` for ``t < count[o]`` (a window lying
+        in the padding reads none: count 0, first 0). Closed forms, ``O(out)``: adaptive
+        ``[floor(o L / out), ceil((o + 1) L / out))``; strided, the taps ``t`` of
+        ``start + t * dilation`` in ``[0, size)``, ``ceil(-start / dilation) <= t <=
+        floor((size - 1 - start) / dilation)``."""
+        start = self.starts()
+        if self.adaptive:
+            return start, -(-(torch.arange(self.out) + 1) * self.size // self.out) - start
+        d = self.dilation
+        low = (-start).clamp_min(0).add(d - 1).div(d, rounding_mode="floor")
+        high = (self.size - 1 - start).div(d, rounding_mode="floor").clamp_max(self.kernel - 1)
+        count = (high - low + 1).clamp_min(0)
+        return torch.where(count > 0, start + low * d, 0), count
+
     def window_indices(self) -> torch.Tensor:
         """``(out, kernel)`` index tensor: the input index read by tap ``i`` of output ``o``;
         a tap that reads nothing (padding, or past an adaptive window's end) holds -1."""
         idx = self.starts()[:, None] + torch.arange(self.kernel) * self.dilation
         if self.adaptive:
-            ends = -(-(torch.arange(self.out) + 1) * self.size // self.out)
-            return torch.where(idx < ends[:, None], idx, -1)
+            return torch.where(torch.arange(self.kernel) < self.spans()[1][:, None], idx, -1)
         return torch.where((idx >= 0) & (idx < self.size), idx, -1)
 
     def empty_windows(self) -> torch.Tensor | None:
@@ -100,7 +115,7 @@ class PoolAxis:
         none, the usual case; see :func:`may_have_empty_window`)."""
         if self.adaptive or not may_have_empty_window(self.size, self.padding, self.dilation):
             return None
-        return (self.window_indices() < 0).all(dim=1)
+        return self.spans()[1] == 0
 
     @property
     def readers(self) -> int:

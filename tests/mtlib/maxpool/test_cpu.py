@@ -193,24 +193,24 @@ def test_the_c_kernel_is_the_eager_path(case):
         same_bits(gx, eager_gx)
 
 
-def test_the_window_description_is_the_tap_table():
-    """``_cpu._geometry``'s closed forms (first tap inside the input, number of such taps) give
-    what the table of every tap (``PoolAxis.window_indices``) gives, on every small strided
-    geometry (padding, dilation, ceil mode, empty windows) and every adaptive one."""
-    axes = [PoolAxis(size, k, s, p, d, out)
-            for size, k, s, d in itertools.product(range(1, 10), range(1, 5), range(1, 4),
-                                                   range(1, 4))
-            for p in range(((k - 1) * d + 1) // 2 + 1) for ceil in (False, True)
-            if (out := pool_output_size(size, k, s, p, d, ceil)) > 0]
-    axes += [adaptive_axis(size, out) for size in range(1, 10) for out in range(1, size + 3)]
-    for ax in axes:
-        geo = _cpu._geometry((ax,))
-        first, count = geo[13:13 + ax.out], geo[13 + ax.out:13 + 2 * ax.out]
-        idx = ax.window_indices()
-        valid = idx >= 0
-        assert torch.equal(count, valid.sum(dim=1)), ax
-        table_first = idx.gather(1, valid.to(torch.int8).argmax(dim=1, keepdim=True)).squeeze(1)
-        assert torch.equal(first[count > 0], table_first[count > 0]), ax
+def test_the_window_spans_are_the_definition():
+    """``PoolAxis.spans`` (the C kernel's description of the windows, in closed form: first tap
+    inside the input, number of such taps, consecutive ``dilation`` apart) lists the windows
+    of the definitions, on every small strided geometry (padding, dilation, ceil mode, empty
+    windows) and every adaptive one."""
+    cases = [(PoolAxis(size, k, s, p, d, out), strided_windows(size, k, s, p, d, out))
+             for size, k, s, d in itertools.product(range(1, 10), range(1, 5), range(1, 4),
+                                                    range(1, 4))
+             for p in range(((k - 1) * d + 1) // 2 + 1) for ceil in (False, True)
+             if (out := pool_output_size(size, k, s, p, d, ceil)) > 0]
+    cases += [(adaptive_axis(size, out), adaptive_windows(size, out))
+              for size in range(1, 10) for out in range(1, size + 3)]
+    assert any(not w for _, windows in cases for w in windows)  # empty windows are among them
+    for ax, windows in cases:
+        first, count = ax.spans()
+        spans = [list(range(f, f + c * ax.dilation, ax.dilation))
+                 for f, c in zip(first.tolist(), count.tolist())]
+        assert spans == windows, ax
 
 
 def test_threads_change_no_bit(c_calls):
