@@ -167,22 +167,19 @@ def enabled(x: torch.Tensor, axes: tuple[PoolAxis, ...]) -> bool:
 
 def forward(x: torch.Tensor, axes: tuple[PoolAxis, ...], ties: str):
     """``(m, aux)`` of the ``"last"``/``"uniform"`` forward, or None (the caller then runs the
-    C kernel or the eager path)."""
-    return _call(_compiled, x, axes, ties) if enabled(x, axes) else None
-
-
-def _call(fn, *args):
-    """``fn(*args)``, or None if compiling fails (a warning, then the eager path for good)."""
+    C kernel or the eager path; also if compiling fails: a warning, then never again)."""
+    if not enabled(x, axes):
+        return None
     try:
         with torch._dynamo.config.patch(**_LIMITS), \
                 warnings.catch_warnings():  # Dynamo's and Inductor's own notices, not the user's
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf")
-            return fn(*args)
-    except Exception as error:  # no C++ compiler, or an Inductor failure: eager from now on
+            return _compiled(x, axes, ties)
+    except Exception as error:  # no C++ compiler, or an Inductor failure: never again
         _state["failed"] = f"{type(error).__name__}: {error}"
-        warnings.warn("mtlib.maxpool: compiling the CPU pool failed, so the eager path runs "
-                      f"from now on (same values, slower): {_state['failed'][:300]}",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn("mtlib.maxpool: compiling the CPU pool failed, so the C kernel or the eager "
+                      f"path runs from now on (same values): {_state['failed'][:300]}",
+                      RuntimeWarning, stacklevel=3)
         return None

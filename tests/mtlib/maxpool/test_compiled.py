@@ -127,6 +127,6 @@ def test_a_failed_compile_warns_once_and_falls_back(monkeypatch):
     assert_same(y, ref_y)
     assert_same(gx, ref_g)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the eager path from now on, silently
+        warnings.simplefilter("error")  # the C kernel from now on, silently
         assert_same(pool_and_grad(mp.max_pool2d, x, g, 2, ties="uniform", backend="torch")[1],
                     ref_g)
