@@ -174,14 +174,15 @@ ROW_MAX_V4(bf16, uint16_t, load4_bf16, bf16_load)
 #define LANES 16  /* lanes of the max */
 #define BLOCK 32  /* entries per block of the count (the last block with a tie is kept) */
 
-/* SCALAR: one pass, tap by tap, in row-major order. ROWS: for rows of at least LANES
- * contiguous entries (long windows: global and adaptive pools), two passes that the compiler
- * vectorizes: the max in LANES lanes, then per row the number of entries equal to it and the
- * last one (a NaN sends the window to SCALAR); the first tie is looked for only when there are
- * several (m_w is its value, bit for bit: -0 and +0 tie). */
+/* SCALAR: one pass, tap by tap, in row-major order. ROWS: for rows of at least BLOCK
+ * contiguous entries (long windows: global and adaptive pools), two vectorized passes: the max
+ * (ROWMAX: row_max_v4 for float32/bfloat16, the LANES-lane loop below for the others), then
+ * per row the number of entries equal to it and the last one (a NaN sends the window to
+ * SCALAR); the first tie is looked for only when there are several (m_w is its value, bit for
+ * bit: -0 and +0 tie). */
 #define WINDOW_FUNCTIONS(SUF, T, ACC, LOAD, ROWMAX)                                             \
 static ties scalar_##SUF(const T *xp, const window *w) {                                        \
-    ACC best = -INFINITY;                                                                          \
+    ACC best = -INFINITY;                                                                       \
     ties r = {0, -1, -1, 0};                                                                    \
     int64_t nan_first = -1, nan_last = -1;                                                      \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
@@ -205,7 +206,7 @@ static ties scalar_##SUF(const T *xp, const window *w) {                        
     return r;                                                                                   \
 }                                                                                               \
                                                                                                 \
-/* The max of row seg[0 .. len) folded into *best, and whether it holds a NaN. */             \
+/* The max of row seg[0 .. len) folded into *best, and whether it holds a NaN. */               \
 static inline void row_max_##SUF(const T *seg, int64_t len, ACC *best, int32_t *nan) {          \
     ACC lane[LANES];                                                                            \
     int32_t nan_lane[LANES];                                                                    \
@@ -219,7 +220,7 @@ static inline void row_max_##SUF(const T *seg, int64_t len, ACC *best, int32_t *
         }                                                                                       \
     ACC b = *best;                                                                              \
     int32_t n = *nan;                                                                           \
-    for (int j = 0; j < LANES; j++) { b = lane[j] > b ? lane[j] : b; n |= nan_lane[j]; }       \
+    for (int j = 0; j < LANES; j++) { b = lane[j] > b ? lane[j] : b; n |= nan_lane[j]; }        \
     for (; i < len; i++) {                                                                      \
         const ACC v = LOAD(seg[i]);                                                             \
         b = v > b ? v : b;                                                                      \
@@ -234,8 +235,8 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
     ACC best = -INFINITY;                                                                       \
     int32_t nan_seen = 0;                                                                       \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
-        for (int64_t r1 = 0; r1 < w->rows1; r1++)                                              \
-            ROWMAX(xp + w->base + r0 * w->stride0 + r1 * w->stride1, len, &best, &nan_seen);     \
+        for (int64_t r1 = 0; r1 < w->rows1; r1++)                                               \
+            ROWMAX(xp + w->base + r0 * w->stride0 + r1 * w->stride1, len, &best, &nan_seen);    \
     if (nan_seen) return scalar_##SUF(xp, w);                                                   \
     ties r = {0, -1, -1, 0};                                                                    \
     for (int64_t r0 = 0; r0 < w->rows0; r0++)                                                   \
@@ -243,15 +244,15 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
             const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;                  \
             const T *seg = xp + start;                                                          \
             int64_t hits = 0, block = -1, i = 0, at = -1;                                       \
-            for (; i + BLOCK <= len; i += BLOCK) {                                           \
+            for (; i + BLOCK <= len; i += BLOCK) {                                              \
                 int32_t h = 0;                                                                  \
                 for (int j = 0; j < BLOCK; j++) h += LOAD(seg[i + j]) == best;                  \
                 hits += h;                                                                      \
                 block = h ? i : block;                                                          \
             }                                                                                   \
-            for (; i < len; i++)                                                             \
+            for (; i < len; i++)                                                                \
                 if (LOAD(seg[i]) == best) { hits++; at = i; }                                   \
-            for (int64_t k = block + BLOCK - 1; at < 0 && block >= 0 && k >= block; k--)         \
+            for (int64_t k = block + BLOCK - 1; at < 0 && block >= 0 && k >= block; k--)        \
                 if (LOAD(seg[k]) == best) at = k;                                               \
             if (hits) {                                                                         \
                 if (r.count == 0) r.first = start + at;                                         \
@@ -259,12 +260,12 @@ static ties rows_##SUF(const T *xp, const window *w) {                          
                 r.last = start + at;                                                            \
             }                                                                                   \
         }                                                                                       \
-    if (r.count >= 2) { /* the least tie: a scan from the front, to the first hit */           \
+    if (r.count >= 2) { /* the least tie: a scan from the front, to the first hit */            \
         r.first = -1;                                                                           \
         for (int64_t r0 = 0; r0 < w->rows0 && r.first < 0; r0++)                                \
             for (int64_t r1 = 0; r1 < w->rows1 && r.first < 0; r1++) {                          \
                 const int64_t start = w->base + r0 * w->stride0 + r1 * w->stride1;              \
-                for (int64_t i = 0; i < len; i++)                                            \
+                for (int64_t i = 0; i < len; i++)                                               \
                     if (LOAD(xp[start + i]) == best) { r.first = start + i; break; }            \
             }                                                                                   \
     }                                                                                           \
@@ -288,7 +289,7 @@ static window window_at(const geometry *g, int64_t o0, int64_t o1, int64_t o2) {
 
 #define STATS_KERNEL(SUF, T, ACC, LOAD, ROWMAX)                                                 \
 WINDOW_FUNCTIONS(SUF, T, ACC, LOAD, ROWMAX)                                                     \
-void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int64_t *buf,      \
+void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int64_t *buf,       \
                       int rule, const T *neg_inf, int threads) {                                \
     geometry geo, *g = &geo;                                                                    \
     read_geometry(g, buf);                                                                      \
@@ -297,12 +298,12 @@ void pool_stats_##SUF(const T *x, T *m, int64_t *aux, int64_t planes, const int6
     const int64_t rows = planes * g->out[0] * g->out[1];                                        \
     _Pragma("omp parallel for num_threads(threads) schedule(static) if(threads > 1)")           \
     for (int64_t r = 0; r < rows; r++) {                                                        \
-        const int64_t n = r / (g->out[0] * g->out[1]), o01 = r % (g->out[0] * g->out[1]);     \
+        const int64_t n = r / (g->out[0] * g->out[1]), o01 = r % (g->out[0] * g->out[1]);       \
         const T *xp = x + n * plane;                                                            \
         for (int64_t o2 = 0; o2 < g->out[2]; o2++) {                                            \
             const window w = window_at(g, o01 / g->out[1], o01 % g->out[1], o2);                \
-            const int rowwise = w.step == 1 && w.len >= BLOCK;                                 \
-            const ties t = rowwise && w.rows0 > 0 ? rows_##SUF(xp, &w) : scalar_##SUF(xp, &w);   \
+            const int rowwise = w.step == 1 && w.len >= BLOCK;                                  \
+            const ties t = rowwise && w.rows0 > 0 ? rows_##SUF(xp, &w) : scalar_##SUF(xp, &w);  \
             const int64_t at = n * outs + o01 * g->out[2] + o2;                                 \
             m[at] = t.count ? xp[t.nans ? t.last : t.first] : *neg_inf;                         \
             if (t.count == 0) aux[at] = -1;                                                     \
@@ -320,10 +321,11 @@ STATS_KERNEL(f16, uint16_t, float, f16_load, row_max_f16)
 /* The backward of one plane after another: gx = 0; then every window with one selected entry
  * (aux >= 0: "last", or "uniform" with one maximal entry) adds g_w there (window order:
  * PyTorch's backward kernel), then every window with |T_w| >= 2 adds its share to each tie
- * (window order, taps in row-major order); each addition rounded to T. DIV(g, count) is the share g_w / |T_w| before rounding. */
+ * (window order, taps in row-major order); each addition rounded to T. DIV(g, count) is the
+ * share g_w / |T_w| before rounding. */
 #define BACKWARD_KERNEL(SUF, T, ACC, LOAD, STORE, DIV)                                          \
-void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,                    \
-                         const T *grad, int64_t planes, const int64_t *buf, int64_t *scratch,  \
+void pool_backward_##SUF(T *gx, const T *x, const T *m, const int64_t *aux,                     \
+                         const T *grad, int64_t planes, const int64_t *buf, int64_t *scratch,   \
                          int threads) {                                                         \
     geometry geo, *g = &geo;                                                                    \
     read_geometry(g, buf);                                                                      \
