@@ -149,8 +149,7 @@ sweep: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/maxpool.py --dtypes float32,bfloat16 --reps 11 --threads 2
-	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 OMP_NUM_THREADS=1 \
-		$(BIN)/python benchmarks/maxpool.py --dtypes float32,bfloat16 --reps 11 --threads 1 \
+	$(CAPPED) $(BIN)/python benchmarks/maxpool.py --dtypes float32,bfloat16 --reps 11 --threads 1 \
 		--setting capped --append
 	$(BIN)/python benchmarks/lexicographic.py
 	$(BIN)/python benchmarks/perturbed.py

@@ -11,8 +11,8 @@ Inductor) and ``naive_uniform``, the equal split users write today (unfold into 
 mask, weights mask / count; only for kernel = stride without padding). ``first_call_ms`` is
 the first forward + backward on the case's shape, in a fresh Inductor cache and a fresh build
 folder of the C kernel: for ``last``/``uniform`` on CPU it includes compiling (Inductor: once
-per shape, dtype, geometry and rule; the C kernel: once, in the first case that runs it). ``GBps`` is the
-essential traffic (read x, write y, read g, write the input gradient) over the
+per shape, dtype, geometry and rule; the C kernel: once, in the first case that runs it).
+``GBps`` is the essential traffic (read x, write y, read g, write the input gradient) over the
 median time: a lower bound of the achieved bandwidth; on CUDA ``peak_GBps`` is the device's
 theoretical bandwidth (memory clock x bus width x 2), so ``GBps / peak_GBps`` is the fraction
 reached (that path is untested: no GPU was available when it was written).
