@@ -34,11 +34,13 @@ from mtlib.directional._dual import (
 from mtlib.directional._order import flatten_dims, lex_max_along, lexmax, lexmin, lexsign, lexsign_one
 
 
-def finish(out: torch.Tensor, tangents: torch.Tensor, stacked: bool = True) -> Dual:
+def finish(out: torch.Tensor, tangents: torch.Tensor, stacked: bool = True,
+           nan_free: bool = False) -> Dual:
     """The dual ``(out, tangents)``, NaN tangents where ``out`` is NaN; ``stacked=False`` for
-    the one tangent of a ``k = 1`` rule (shape of ``out``)."""
+    the one tangent of a ``k = 1`` rule (shape of ``out``); ``nan_free`` when the rule knows
+    ``out`` holds no NaN (then it is not screened)."""
     tangents = tangents.to(out.dtype)
-    if torch.isnan(out.sum()):  # a cheap screen: a sum is NaN if an entry is (or if inf meets -inf)
+    if not nan_free and torch.isnan(out.sum()):  # a cheap screen: NaN if an entry is (or inf - inf)
         tangents = torch.where(out.isnan(), out, tangents)
     return wrap(out, tangents) if stacked else wrap_one(out, tangents)
 
@@ -147,9 +149,8 @@ def _relu_rule(func, args, kwargs):
     _no_inplace(func, inplace)
     out, t = func(*primals(args), **primals(kwargs)), single(x)
     if t is not None:
-        side, plain = lexsign_one(x.primal, t)
-        tangent = t * side.clamp_(min=0)  # without zeros or NaNs (plain) out has no NaN to screen
-        return wrap_one(out, tangent) if plain else finish(out, tangent, stacked=False)
+        side, plain = lexsign_one(x.primal, t)  # plain: no zero or NaN in x, none in out
+        return finish(out, t * side.clamp_(min=0), stacked=False, nan_free=plain)
     v, t = split(x)
     return finish(out, t * lexsign(v, t).clamp(min=0))
 
@@ -176,8 +177,8 @@ def _abs_rule(func, args, kwargs):
     x = bind(*args, **kwargs)
     out, t = func(*primals(args), **primals(kwargs)), single(x)
     if t is not None:
-        side, plain = lexsign_one(x.primal, t)
-        return wrap_one(out, side * t) if plain else finish(out, side * t, stacked=False)
+        side, plain = lexsign_one(x.primal, t)  # plain: no zero or NaN in x, none in out
+        return finish(out, side * t, stacked=False, nan_free=plain)
     v, t = split(x)
     return finish(out, lexsign(v, t) * t)
 
