@@ -27,6 +27,13 @@ def _ntuple(value, nd: int) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * nd
 
 
+def _window(kernel_size, stride, padding, dilation, nd: int) -> tuple[tuple, ...]:
+    """``(kernel, stride, padding, dilation)`` as ``nd``-tuples (stride defaults to the kernel)."""
+    k = _ntuple(kernel_size, nd)
+    s = _ntuple(stride, nd) if stride not in (None, (), []) else k
+    return k, s, _ntuple(padding, nd), _ntuple(dilation, nd)
+
+
 def _window_max(wv, valid, wt, out) -> torch.Tensor:
     """Tangents of the lexicographic max of windows ``wv`` (last dim), ``wt`` stacked."""
     tie = (wv == out.unsqueeze(-1)) & valid
@@ -74,8 +81,7 @@ def _tiled_tangent(v, t, out, kernel, nd: int) -> torch.Tensor:
 def _tiling(v, out, kernel_size, stride, padding, dilation, nd: int):
     """The kernel as a tuple if the windows tile the input (stride = kernel, no padding, no
     dilation, every window inside the input), else ``None``."""
-    k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
-    s = _ntuple(stride, nd) if stride not in (None, (), []) else k
+    k, s, p, d = _window(kernel_size, stride, padding, dilation, nd)
     sizes, outs = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
     if s == k and not any(p) and set(d) == {1} and all(o * n <= m for m, o, n in zip(sizes, outs, k)):
         return k
@@ -111,8 +117,7 @@ def pool_tangent(v, t, out, kernel_size, stride, padding, dilation, nd: int) -> 
     padding only is the constant ``-inf``, with tangent 0). One direction over windows that
     tile the input takes :func:`_tiled_tangent` instead (:func:`_pool_finish`).
     """
-    k, p, d = _ntuple(kernel_size, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
-    s = _ntuple(stride, nd) if stride not in (None, (), []) else k
+    k, s, p, d = _window(kernel_size, stride, padding, dilation, nd)
     sizes, out_sizes = v.shape[v.dim() - nd:], out.shape[out.dim() - nd:]
     pads = []
     for i in reversed(range(nd)):
